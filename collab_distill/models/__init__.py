@@ -1,0 +1,1 @@
+"""Models: timm image encoder, spconv point encoder, projection heads."""

@@ -1,0 +1,1 @@
+"""Dataset preparation: nuScenes info files and the synthetic nuScenes-format world."""

@@ -1,0 +1,111 @@
+"""Config system: inheritance, overrides, one-line errors that name the key and the file."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+import yaml
+
+from collab_distill.config import ConfigError, RunConfig, load_config, save_run_config
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def _write(path: Path, text: str) -> Path:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    return path
+
+
+def test_inheritance_and_overrides(tmp_path):
+    _write(tmp_path / "base.yaml", "optim:\n  lr: 0.01\n  warmup_steps: 5\ntrain:\n  batch_size: 8\n")
+    child = _write(tmp_path / "sub" / "child.yaml", "base: ../base.yaml\noptim:\n  lr: 0.002\n")
+    cfg = load_config(child, ["train.batch_size=4", "data.image_size=[112,224]", "data.cameras=[CAM_BACK]"])
+    assert cfg.optim.lr == 0.002          # child wins over base
+    assert cfg.optim.warmup_steps == 5    # inherited
+    assert cfg.train.batch_size == 4      # command line wins over files
+    assert cfg.data.image_size == (112, 224) and isinstance(cfg.data.image_size, tuple)
+    assert cfg.data.cameras == ["CAM_BACK"]
+    assert cfg.optim.weight_decay == RunConfig().optim.weight_decay  # schema default
+
+
+def test_int_is_accepted_for_float_but_not_bool(tmp_path):
+    cfg = load_config(None, ["optim.lr=1"])
+    assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
+    with pytest.raises(ConfigError, match="'train.batch_size' expects int"):
+        load_config(None, ["train.batch_size=true"])
+
+
+def test_unknown_key_names_key_and_file(tmp_path):
+    base = _write(tmp_path / "base.yaml", "optim:\n  lrr: 0.1\n")
+    child = _write(tmp_path / "child.yaml", "base: base.yaml\ntrain:\n  epochs: 2\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(child)
+    msg = str(err.value)
+    assert "\n" not in msg
+    assert str(base) in msg and "'optim.lrr'" in msg and "did you mean 'optim.lr'" in msg
+
+
+def test_unknown_key_from_command_line():
+    with pytest.raises(ConfigError, match=r"^command line: unknown key 'trian'"):
+        load_config(None, ["trian.epochs=3"])
+
+
+def test_wrong_type_names_key_and_file(tmp_path):
+    path = _write(tmp_path / "bad.yaml", "train:\n  epochs: three\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: key 'train.epochs' expects int, got 'three'"):
+        load_config(path)
+
+
+def test_wrong_literal_and_tuple_length(tmp_path):
+    with pytest.raises(ConfigError, match="must be one of"):
+        load_config(None, ["train.mixed_precision=fp8"])
+    with pytest.raises(ConfigError, match="expects 2 values, got 3"):
+        load_config(None, ["data.image_size=[1,2,3]"])
+
+
+def test_missing_file_and_missing_base(tmp_path):
+    with pytest.raises(ConfigError, match="config file not found"):
+        load_config(tmp_path / "nope.yaml")
+    child = _write(tmp_path / "child.yaml", "base: gone.yaml\n")
+    with pytest.raises(ConfigError, match=rf"gone.yaml: config file not found \(base of .*child.yaml\)"):
+        load_config(child)
+
+
+def test_circular_base(tmp_path):
+    _write(tmp_path / "a.yaml", "base: b.yaml\n")
+    _write(tmp_path / "b.yaml", "base: a.yaml\n")
+    with pytest.raises(ConfigError, match="circular"):
+        load_config(tmp_path / "a.yaml")
+
+
+def test_shipped_configs_load():
+    files = sorted((REPO / "configs").rglob("*.yaml"))
+    assert files, "no configs shipped"
+    for path in files:
+        load_config(path)
+
+
+def test_saved_config_round_trips_and_records_git_sha(tmp_path):
+    cfg = load_config(None, ["optim.lr=0.5", "data.conditions=[night,rain]"])
+    save_run_config(cfg, tmp_path / "run")
+    assert load_config(tmp_path / "run" / "config.yaml") == cfg
+    meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
+    if head.returncode == 0:  # inside a git checkout with commits, the SHA must be HEAD's
+        assert meta["git_sha"].split("-")[0] == head.stdout.strip()
+    else:
+        assert meta["git_sha"] == "unknown"
+    assert yaml.safe_load((tmp_path / "run" / "config.yaml").read_text())["optim"]["lr"] == 0.5
+
+
+def test_cli_reports_bad_config_in_one_line(tmp_path):
+    bad = _write(tmp_path / "bad.yaml", "base: " + str(REPO / "configs" / "base.yaml") + "\noptim:\n  lrr: 1\n")
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "show_config.py"), str(bad)],
+                          capture_output=True, text=True)
+    assert proc.returncode == 2
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert len(lines) == 1 and "unknown key 'optim.lrr'" in lines[0] and str(bad) in lines[0]
