@@ -15,10 +15,14 @@ from PIL import Image
 from collab_distill.geometry import matrix_to_quaternion
 
 VERSION = "v1.0-mini"
-CAMERAS = {  # channel: (translation in ego, yaw of the optical axis in degrees, K, (W, H))
-    "CAM_FRONT": ([1.70, 0.01, 1.51], 0.0, [[1266.4, 0.0, 816.3], [0.0, 1266.4, 491.5], [0, 0, 1]], (1600, 900)),
-    "CAM_BACK_LEFT": ([1.04, 0.48, 1.56], 110.0, [[1256.7, 0.0, 817.8], [0.0, 1256.7, 451.9], [0, 0, 1]],
-                      (1600, 900)),
+_K = [[1260.0, 0.0, 816.3], [0.0, 1260.0, 491.5], [0.0, 0.0, 1.0]]
+CAMERAS = {  # channel: (translation in ego, yaw of the optical axis in degrees, K, (W, H)); nuScenes-like
+    "CAM_FRONT": ([1.70, 0.01, 1.51], 0.0, _K, (1600, 900)),
+    "CAM_BACK_LEFT": ([1.04, 0.48, 1.56], 110.0, _K, (1600, 900)),
+    "CAM_FRONT_RIGHT": ([1.55, -0.49, 1.50], -55.0, _K, (1600, 900)),
+    "CAM_BACK_RIGHT": ([1.03, -0.48, 1.57], -110.0, _K, (1600, 900)),
+    "CAM_BACK": ([0.03, 0.0, 1.58], 180.0, [[809.2, 0.0, 829.2], [0.0, 809.2, 481.8], [0.0, 0.0, 1.0]], (1600, 900)),
+    "CAM_FRONT_LEFT": ([1.52, 0.49, 1.51], 55.0, _K, (1600, 900)),
 }
 
 
@@ -41,8 +45,10 @@ def _ego_pose(t: float) -> tuple[list[float], list[float]]:
     return trans, matrix_to_quaternion(rot).tolist()
 
 
-def write_tiny_nuscenes(root: Path, num_samples: int = 2, num_points: int = 6000, seed: int = 0) -> Path:
-    """Write the dataset under ``root`` and return ``root``."""
+def write_tiny_nuscenes(root: Path, num_samples: int = 2, num_points: int = 6000, seed: int = 0,
+                        six_cameras: bool = False) -> Path:
+    """Write the dataset under ``root`` and return ``root`` (two cameras, or all six)."""
+    cameras = dict(list(CAMERAS.items())[: 6 if six_cameras else 2])
     rng = np.random.default_rng(seed)
     root = Path(root)
     (root / VERSION).mkdir(parents=True, exist_ok=True)
@@ -60,7 +66,7 @@ def write_tiny_nuscenes(root: Path, num_samples: int = 2, num_points: int = 6000
 
     lidar_rot = _yaw_matrix(-90.0)  # nuScenes LIDAR_TOP is turned by ~90 degrees in the ego frame
     sensors = {"LIDAR_TOP": ("lidar", [0.94, 0.0, 1.84], matrix_to_quaternion(lidar_rot).tolist(), [])}
-    for name, (trans, yaw, k, _) in CAMERAS.items():
+    for name, (trans, yaw, k, _) in cameras.items():
         sensors[name] = ("camera", trans, matrix_to_quaternion(_cam_rotation(yaw)).tolist(), k)
     for name, (modality, trans, rot, k) in sensors.items():
         tables["sensor"].append({"token": f"sensor_{name}", "channel": name, "modality": modality})
@@ -90,7 +96,7 @@ def write_tiny_nuscenes(root: Path, num_samples: int = 2, num_points: int = 6000
                 pts.tofile(root / filename)
                 width = height = 0
             else:
-                width, height = CAMERAS[name][3]
+                width, height = cameras[name][3]
                 filename = f"samples/{name}/tiny__{name}__{i}.jpg"
                 (root / filename).parent.mkdir(parents=True, exist_ok=True)
                 Image.new("RGB", (width, height), (90, 90, 90)).save(root / filename)

@@ -1,0 +1,158 @@
+"""A timm ViT as teacher or student: CLS token, patch-token maps and (on request) attention maps.
+
+Any timm ``VisionTransformer`` works by name; first-class are ``vit_small_patch14_dinov2``,
+``vit_base_patch14_dinov2``, their ``_reg4_`` variants and the CPU presets of
+:mod:`collab_distill.models.vit_presets`. Images are RGB floats in ``[0, 1]``; ImageNet
+normalisation (the model's pretrained mean/std) happens inside.
+"""
+from __future__ import annotations
+
+import contextlib
+import logging
+from dataclasses import dataclass, field
+from typing import Iterator, Sequence
+
+import timm
+import torch
+from timm.layers import Attention
+from timm.models.vision_transformer import VisionTransformer
+from torch import Tensor
+
+from . import vit_presets  # noqa: F401  (registers the CPU presets in timm)
+from .config import WEIGHTS_HUB, WEIGHTS_RANDOM, ImageEncoderConfig
+from .frozen import FreezableModule
+from .weights import load_vit_weights
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class ImageFeatures:
+    """What one :meth:`ImageEncoder.forward` returns.
+
+    Attributes:
+        cls: ``(B, D)`` class token after the final norm.
+        patch: ``(B, D, h, w)`` patch-token maps, one per requested block, in request order.
+        attn: ``(B, heads, T, T)`` attention probabilities (``T = prefix tokens + h*w``), one per
+            requested attention block, in request order; empty unless asked for.
+    """
+
+    cls: Tensor
+    patch: list[Tensor]
+    attn: list[Tensor] = field(default_factory=list)
+
+
+class ImageEncoder(FreezableModule):
+    """Wraps a timm ViT built for a fixed input size ``(H, W)``, multiples of the patch size.
+
+    Args:
+        cfg: model name, weights, default feature blocks, norm option, extra timm kwargs.
+        img_size: ``(H, W)`` of the input images (the data config's ``image_size``).
+
+    Raises:
+        ValueError: ``weights`` unset or ``img_size`` not a multiple of the patch size.
+        WeightsError: the weight file is missing or does not match (see ``weights.py``).
+    """
+
+    def __init__(self, cfg: ImageEncoderConfig, img_size: tuple[int, int]) -> None:
+        super().__init__()
+        if cfg.weights is None:
+            raise ValueError(f"image encoder '{cfg.name}': 'weights' is not set; give a local "
+                             f".safetensors/.pth file, '{WEIGHTS_HUB}' to download timm's pretrained "
+                             f"weights, or '{WEIGHTS_RANDOM}' for a random initialisation")
+        self.cfg = cfg
+        self.vit: VisionTransformer = timm.create_model(
+            cfg.name, pretrained=cfg.weights == WEIGHTS_HUB, img_size=tuple(img_size), num_classes=0,
+            **cfg.model_kwargs)
+        if not isinstance(self.vit, VisionTransformer):
+            raise ValueError(f"image encoder '{cfg.name}' is a {type(self.vit).__name__}, "
+                             "not a timm VisionTransformer")
+        patch = self.patch_size
+        if img_size[0] % patch or img_size[1] % patch:
+            raise ValueError(f"image size {tuple(img_size)} must be a multiple of the patch size {patch}")
+        if cfg.weights not in (WEIGHTS_HUB, WEIGHTS_RANDOM):
+            load_vit_weights(self.vit, cfg.weights, strict=cfg.strict)
+        log.info("image encoder %s (%s weights), input %s", cfg.name, cfg.weights, tuple(img_size))
+        data_cfg = self.vit.pretrained_cfg
+        self.register_buffer("mean", torch.tensor(data_cfg["mean"]).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("std", torch.tensor(data_cfg["std"]).view(1, 3, 1, 1), persistent=False)
+
+    # ------------------------------------------------------------------ properties
+    @property
+    def patch_size(self) -> int:
+        return self.vit.patch_embed.patch_size[0]
+
+    @property
+    def embed_dim(self) -> int:
+        return self.vit.embed_dim
+
+    @property
+    def depth(self) -> int:
+        return len(self.vit.blocks)
+
+    @property
+    def num_heads(self) -> int:
+        return self.vit.blocks[0].attn.num_heads
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        """Class token plus register tokens, in front of the ``h*w`` patch tokens."""
+        return self.vit.num_prefix_tokens
+
+    @property
+    def grid_size(self) -> tuple[int, int]:
+        """``(h, w)`` of the patch-token maps."""
+        return tuple(self.vit.patch_embed.grid_size)
+
+    # ------------------------------------------------------------------ forward
+    def forward(self, images: Tensor, blocks: Sequence[int] | None = None,
+                attn_blocks: Sequence[int] = ()) -> ImageFeatures:
+        """Encode ``(B, 3, H, W)`` RGB images in ``[0, 1]``.
+
+        Args:
+            images: ``(B, 3, H, W)``, the size given at construction.
+            blocks: blocks whose patch maps to return (negative counts from the end); default
+                ``cfg.blocks``. The final norm is applied to them when ``cfg.norm``.
+            attn_blocks: blocks whose attention maps to return; none by default (then every block
+                keeps its fused attention kernel).
+        """
+        blocks = self.cfg.blocks if blocks is None else blocks
+        x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
+        with _capture_attention(self.vit, [self._block_index(i) for i in attn_blocks]) as attn:
+            final, patch = self.vit.forward_intermediates(
+                x, indices=[self._block_index(i) for i in blocks], norm=self.cfg.norm, output_fmt="NCHW")
+        return ImageFeatures(cls=final[:, 0], patch=patch,
+                             attn=[attn[self._block_index(i)] for i in attn_blocks])
+
+    def _block_index(self, index: int) -> int:
+        if not -self.depth <= index < self.depth:
+            raise IndexError(f"block {index} out of range for a ViT of depth {self.depth}")
+        return index % self.depth
+
+
+@contextlib.contextmanager
+def _capture_attention(vit: VisionTransformer, indices: Sequence[int]) -> Iterator[dict[int, Tensor]]:
+    """Within the block, the attention probabilities ``(B, heads, T, T)`` of blocks ``indices``.
+
+    Those blocks switch to timm's explicit softmax path for the call (the fused kernel does not
+    expose the probabilities) and a hook on their ``attn_drop`` records its input, i.e. the
+    softmax output before dropout; gradients flow through it. Other blocks are untouched.
+    """
+    captured: dict[int, Tensor] = {}
+    handles, modules = [], []
+    try:
+        for index in sorted(set(indices)):
+            attn = vit.blocks[index].attn
+            if not isinstance(attn, Attention):
+                raise NotImplementedError(f"attention maps need timm's Attention; block {index} has "
+                                          f"{type(attn).__name__}")
+            modules.append((attn, attn.fused_attn))
+            attn.fused_attn = False
+            handles.append(attn.attn_drop.register_forward_hook(
+                lambda _m, inputs, _out, i=index: captured.__setitem__(i, inputs[0])))
+        yield captured
+    finally:
+        for handle in handles:
+            handle.remove()
+        for attn, fused in modules:
+            attn.fused_attn = fused

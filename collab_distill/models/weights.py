@@ -1,0 +1,107 @@
+"""ViT weight files: read (safetensors or ``weights_only`` torch files), convert, load strictly, save.
+
+Accepted layouts: timm's ``VisionTransformer`` state dict, and the original DINOv2 one (``mask_token``,
+``register_tokens``, positional embedding at 37x37+1), converted with timm's
+``checkpoint_filter_fn``, which also resamples the positional embedding to the model's grid.
+Files written by :func:`save_vit_weights` record their image size, so a non-square grid is resampled
+correctly too.
+"""
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import load_file, save_file
+from timm.layers import resample_abs_pos_embed
+from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
+from torch import Tensor
+
+log = logging.getLogger(__name__)
+
+_TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
+_IMG_SIZE_KEY = "img_size"
+
+
+class WeightsError(RuntimeError):
+    """A weight file is missing, unreadable or does not match the model."""
+
+
+def read_state_dict(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Tensors and metadata of a ``.safetensors`` file, or tensors of a torch file (``weights_only``).
+
+    A torch file may hold the state dict itself or wrap it under ``model`` or ``state_dict``.
+
+    Raises:
+        WeightsError: the file does not exist or has an unknown suffix.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise WeightsError(f"weight file not found: {path} (set 'weights' to an existing .safetensors/.pth "
+                           "file, 'hub' to download timm's pretrained weights, or 'random')")
+    if path.suffix == ".safetensors":
+        with safe_open(str(path), framework="pt") as f:
+            metadata = f.metadata() or {}
+        return load_file(str(path)), metadata
+    if path.suffix in _TORCH_SUFFIXES:
+        obj = torch.load(path, map_location="cpu", weights_only=True)
+        for key in ("model", "state_dict"):
+            if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+                obj = obj[key]
+        return obj, {}
+    raise WeightsError(f"{path}: unknown weight file suffix {path.suffix!r} "
+                       f"(expected .safetensors or one of {', '.join(_TORCH_SUFFIXES)})")
+
+
+def load_vit_weights(model: VisionTransformer, path: str | Path, strict: bool = True) -> None:
+    """Load a timm- or DINOv2-format file into ``model`` (positional embedding resampled as needed).
+
+    Raises:
+        WeightsError: missing file, or (when ``strict``) missing/unexpected/mis-shaped keys.
+    """
+    state, metadata = read_state_dict(path)
+    if _IMG_SIZE_KEY in metadata and "pos_embed" in state:
+        state["pos_embed"] = _resample_saved_pos_embed(model, state["pos_embed"], metadata[_IMG_SIZE_KEY])
+    state = checkpoint_filter_fn(state, model)
+    own = model.state_dict()
+    mismatched = sorted(k for k, v in state.items() if k in own and own[k].shape != v.shape)
+    if mismatched:
+        raise WeightsError(f"{path}: shape mismatch for {_preview(mismatched)} "
+                           f"(e.g. {mismatched[0]}: file {tuple(state[mismatched[0]].shape)}, "
+                           f"model {tuple(own[mismatched[0]].shape)}); is it the right architecture?")
+    result = model.load_state_dict(state, strict=False)
+    problems = [f"{len(keys)} {kind} keys: {_preview(keys)}"
+                for kind, keys in (("missing", result.missing_keys), ("unexpected", result.unexpected_keys))
+                if keys]
+    if problems:
+        message = f"{path}: " + "; ".join(problems)
+        if strict:
+            raise WeightsError(message + " (set strict: false to load anyway)")
+        log.warning("%s (loaded anyway: strict is false)", message)
+
+
+def save_vit_weights(model: VisionTransformer, path: str | Path) -> Path:
+    """Write ``model``'s timm-format state dict as safetensors, recording its image size."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    height, width = model.patch_embed.img_size
+    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
+    save_file(state, str(path), metadata={_IMG_SIZE_KEY: f"{height},{width}"})
+    return path
+
+
+def _resample_saved_pos_embed(model: VisionTransformer, pos_embed: Tensor, img_size: str) -> Tensor:
+    """``(1, prefix + h*w, D)`` embedding of a file saved at ``img_size`` ("H,W") -> the model's grid."""
+    patch = model.patch_embed.patch_size
+    old_grid = [int(s) // p for s, p in zip(img_size.split(","), patch)]
+    new_grid = list(model.patch_embed.grid_size)
+    if old_grid == new_grid:
+        return pos_embed
+    prefix = 0 if model.no_embed_class else model.num_prefix_tokens
+    return resample_abs_pos_embed(pos_embed, new_size=new_grid, old_size=old_grid, num_prefix_tokens=prefix)
+
+
+def _preview(keys: list[str], limit: int = 6) -> str:
+    shown = ", ".join(keys[:limit])
+    return shown + (f", ... ({len(keys) - limit} more)" if len(keys) > limit else "")

@@ -1,0 +1,144 @@
+"""What a synthetic dataset contains: the config schema, the condition vocabulary, input validation.
+
+This module is deliberately light (no numpy/open3d imports) so a command line can reject bad input
+before the renderer loads. YAML files in ``configs/synthetic/`` validate against
+:class:`SyntheticConfig` (``collab_distill.config.load_config(path, schema=SyntheticConfig)``).
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from collab_distill.config import ConfigError
+
+#: Words a condition is made of. ``clear`` stands alone; ``night`` combines with one weather word.
+CONDITION_WORDS = ("clear", "night", "rain", "fog", "snow")
+WEATHERS = ("rain", "fog", "snow")
+VERSIONS = ("v1.0-mini", "v1.0-trainval")
+MAX_IMAGE_SIZE = (1600, 900)
+
+
+@dataclass(frozen=True)
+class Condition:
+    """One scene's condition: daylight or night, and at most one kind of weather.
+
+    Written as ``clear``, ``night``, ``rain``, ``fog``, ``snow`` or ``night+rain`` (etc.); the scene
+    description carries the same words (``"Synthetic street, night, rain, intersection"``).
+    """
+
+    night: bool = False
+    weather: str = "clear"  # "clear" or one of WEATHERS
+
+    @classmethod
+    def parse(cls, text: str) -> "Condition":
+        """Parse ``"night+rain"``-style text; raise :class:`ConfigError` naming the bad word."""
+        words = [w.strip().lower() for w in str(text).split("+")]
+        unknown = [w for w in words if w not in CONDITION_WORDS]
+        if unknown or not words:
+            raise ConfigError(f"unknown condition '{text}' (use {', '.join(CONDITION_WORDS)}, "
+                              f"or night+<weather>, e.g. night+rain)")
+        weathers = [w for w in words if w in WEATHERS]
+        if len(weathers) > 1 or len(set(words)) != len(words) or ("clear" in words and len(words) > 1):
+            raise ConfigError(f"invalid condition '{text}': 'clear' stands alone and at most one of "
+                              f"{', '.join(WEATHERS)} may follow 'night'")
+        return cls(night="night" in words, weather=weathers[0] if weathers else "clear")
+
+    @property
+    def words(self) -> list[str]:
+        """The condition as description words, e.g. ``["night", "rain"]`` or ``["clear"]``."""
+        out = (["night"] if self.night else []) + ([self.weather] if self.weather != "clear" else [])
+        return out or ["clear"]
+
+    @property
+    def adverse(self) -> bool:
+        """True for anything but clear daylight."""
+        return self.night or self.weather != "clear"
+
+    def __str__(self) -> str:
+        return "+".join(self.words)
+
+
+@dataclass
+class WeatherConfig:
+    """Physical parameters of the conditions at ``severity = 1`` (see docs/data.md).
+
+    Each scene draws its own severity as ``severity * U(0.75, 1.25)`` from the scene seed.
+    """
+
+    severity: float = 1.0
+    night_photons: float = 150.0      # photo-electrons per unit linear radiance at night (day: x40)
+    read_noise: float = 0.012         # Gaussian read noise, in units of full scale
+    rain_rate_mm_h: float = 25.0      # rainfall rate
+    fog_visibility_m: float = 60.0    # meteorological optical range; divided by the severity
+    snow_rate_mm_h: float = 4.0       # liquid-water-equivalent snowfall rate
+
+
+@dataclass
+class SyntheticConfig:
+    """Content of a synthetic nuScenes-format dataset. Same config -> byte-identical files."""
+
+    version: str = "v1.0-mini"
+    scenes: int = 10
+    samples_per_scene: int = 10
+    image_size: tuple[int, int] = (448, 252)  # (width, height)
+    conditions: list[str] = field(default_factory=lambda: ["clear", "night", "rain", "fog", "snow",
+                                                           "night+rain"])
+    paired_clear: bool = False
+    dense_maps: bool = False
+    seed: int = 0
+    jpeg_quality: int = 90
+    weather: WeatherConfig = field(default_factory=WeatherConfig)
+
+    def parsed_conditions(self) -> list[Condition]:
+        """The ``conditions`` list parsed (raises :class:`ConfigError` on an unknown word)."""
+        return [Condition.parse(c) for c in self.conditions]
+
+
+def validate_config(cfg: SyntheticConfig) -> None:
+    """Reject impossible settings with one :class:`ConfigError` line."""
+    if cfg.version not in VERSIONS:
+        raise ConfigError(f"unknown version '{cfg.version}' (use {' or '.join(VERSIONS)})")
+    width, height = cfg.image_size
+    if width <= 0 or height <= 0:
+        raise ConfigError(f"image size must be positive, got {width}x{height}")
+    if width > MAX_IMAGE_SIZE[0] or height > MAX_IMAGE_SIZE[1]:
+        raise ConfigError(f"image size {width}x{height} exceeds the nuScenes size "
+                          f"{MAX_IMAGE_SIZE[0]}x{MAX_IMAGE_SIZE[1]}")
+    if cfg.scenes <= 0 or cfg.samples_per_scene <= 0:
+        raise ConfigError(f"scenes and samples per scene must be positive, got {cfg.scenes} and "
+                          f"{cfg.samples_per_scene}")
+    if cfg.samples_per_scene > 40:
+        raise ConfigError(f"at most 40 samples per scene (20 s of driving), got {cfg.samples_per_scene}")
+    if not cfg.conditions:
+        raise ConfigError("conditions must name at least one condition")
+    cfg.parsed_conditions()
+    if not 1 <= cfg.jpeg_quality <= 100:
+        raise ConfigError(f"jpeg_quality must be in 1..100, got {cfg.jpeg_quality}")
+    if cfg.weather.severity <= 0:
+        raise ConfigError(f"weather.severity must be positive, got {cfg.weather.severity}")
+
+
+#: File at the root of every generated dataset; its presence allows ``overwrite`` to clear a folder.
+MARKER = "synthetic_config.yaml"
+
+
+def check_output_dir(out: Path, overwrite: bool) -> None:
+    """Fail early, in one line, if ``out`` cannot receive a new dataset.
+
+    Raises:
+        ConfigError: ``out`` is a file, sits under a file, is not writable, or already holds files
+            (without ``overwrite``; with it, only a folder made by this generator may be replaced).
+    """
+    out = Path(out)
+    if out.exists() and not out.is_dir():
+        raise ConfigError(f"output '{out}' exists and is not a folder")
+    if out.is_dir() and any(out.iterdir()):
+        if not overwrite:
+            raise ConfigError(f"output folder '{out}' is not empty; pass --overwrite to replace it")
+        if not (out / MARKER).is_file():
+            raise ConfigError(f"refusing to overwrite '{out}': it holds files but no {MARKER}, so it was "
+                              f"not made by this generator")
+    parent = out if out.exists() else next((p for p in out.parents if p.exists()), Path("."))
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ConfigError(f"output '{out}' is not writable ('{parent}' is not a writable folder)")
