@@ -1,0 +1,320 @@
+"""nuScenes (real or synthetic) -> versioned JSON info files, one per split. The devkit is used here only.
+
+Output layout of ``prepare(dataroot, version, out)``::
+
+    out/infos_train.json, infos_val.json (or infos_test.json)   the info files (schema below)
+    out/summary.json                                            counts per split/condition, problems
+    out/parts/<split>/<scene>.json                              per-scene results (resume state)
+
+An info file is ``{"schema_version", "devkit_version", "nuscenes_version", "split", "dataroot",
+"samples": [record, ...]}``; a record holds, per keyframe::
+
+    token, scene_name, timestamp (us), conditions [tags], ego2global (4x4, LiDAR time),
+    lidar: {path, lidarseg_path | null, num_points, lidar2ego (4x4)},
+    cameras: {CHANNEL: {path, width, height, K (3x3), lidar2cam (4x4), timestamp}}
+
+Paths are relative to ``dataroot``; matrices are nested lists of float64. ``lidar2cam`` folds the full
+chain LiDAR -> ego(t_lidar) -> global -> ego(t_cam) -> camera. Splits follow
+``nuscenes.utils.splits.create_splits_scenes()``; ``mini_train``/``mini_val`` are written as
+``train``/``val``.
+"""
+from __future__ import annotations
+
+import json
+import logging
+import multiprocessing as mp
+import os
+import re
+import shutil
+from collections import Counter
+from dataclasses import dataclass, field
+from importlib import metadata
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from PIL import Image
+
+from collab_distill.geometry import compose_lidar2cam, pose_matrix
+
+log = logging.getLogger(__name__)
+
+SCHEMA_VERSION = 1
+VERSIONS = ("v1.0-trainval", "v1.0-mini", "v1.0-test")
+ADVERSE_TAGS = {  # tag: words of a scene description that carry it
+    "night": {"night", "nighttime"}, "rain": {"rain", "rainy", "raining"},
+    "fog": {"fog", "foggy", "haze"}, "snow": {"snow", "snowy", "snowing"}}
+SPLIT_ALIASES = {"mini_train": "train", "mini_val": "val"}
+POINT_COLUMNS = 5  # nuScenes .pcd.bin: x, y, z, intensity, ring as float32
+
+
+class PrepareError(RuntimeError):
+    """Bad input to the preparation (wrong dataroot or version); the message says what was expected."""
+
+
+def parse_conditions(description: str) -> list[str]:
+    """Condition tags of a scene description: the adverse words it contains, else ``["clear"]``.
+
+    >>> parse_conditions("Night, rain, parked cars")
+    ['night', 'rain']
+    """
+    words = set(re.findall(r"[a-z]+", description.lower()))
+    tags = [tag for tag, variants in ADVERSE_TAGS.items() if words & variants]
+    return tags or ["clear"]
+
+
+def official_splits(version: str) -> dict[str, list[str]]:
+    """Scene names per split (``train``/``val``/``test``) of a nuScenes version."""
+    from nuscenes.utils.splits import create_splits_scenes
+
+    wanted = {"v1.0-trainval": ("train", "val"), "v1.0-mini": ("mini_train", "mini_val"),
+              "v1.0-test": ("test",)}[version]
+    scenes = create_splits_scenes(verbose=False)
+    return {SPLIT_ALIASES.get(name, name): list(scenes[name]) for name in wanted}
+
+
+def validate_input(dataroot: Path, version: str) -> None:
+    """Raise :class:`PrepareError` with what was expected where, before the devkit is touched."""
+    if version not in VERSIONS:
+        raise PrepareError(f"unknown version '{version}': expected one of {', '.join(VERSIONS)}")
+    if not dataroot.is_dir():
+        raise PrepareError(f"dataroot {dataroot} does not exist: expected the folder that holds "
+                           f"{version}/, samples/ and maps/")
+    table_dir = dataroot / version
+    if not (table_dir / "scene.json").is_file():
+        found = sorted(p.name for p in dataroot.glob("v1.0-*") if p.is_dir())
+        hint = f" (found: {', '.join(found)})" if found else ""
+        raise PrepareError(f"{table_dir} has no scene.json: expected the nuScenes tables of {version} "
+                           f"there{hint}")
+
+
+# --------------------------------------------------------------------------------------------
+# Per-sample records
+# --------------------------------------------------------------------------------------------
+def _pose(record: dict[str, Any]) -> np.ndarray:
+    return pose_matrix(record["translation"], record["rotation"])
+
+
+def _check_point_file(path: Path) -> tuple[int, str | None]:
+    """Number of points in a ``.pcd.bin`` and a problem description (None when fine)."""
+    if not path.is_file():
+        return 0, "missing"
+    size = path.stat().st_size
+    if size == 0 or size % (4 * POINT_COLUMNS):
+        return 0, f"truncated ({size} bytes is not a multiple of {4 * POINT_COLUMNS})"
+    return size // (4 * POINT_COLUMNS), None
+
+
+def _check_image_file(path: Path, width: int, height: int) -> str | None:
+    """A problem description of a JPEG (missing, unreadable header, wrong size, truncated) or None."""
+    if not path.is_file():
+        return "missing"
+    try:
+        with Image.open(path) as im:
+            size = im.size
+    except (OSError, ValueError) as exc:
+        return f"unreadable ({exc.__class__.__name__})"
+    if width and height and size != (width, height):
+        return f"size {size[0]}x{size[1]} but the table says {width}x{height}"
+    with open(path, "rb") as fh:  # a complete JPEG ends with the EOI marker
+        fh.seek(-2, os.SEEK_END)
+        if fh.read(2) != b"\xff\xd9":
+            return "truncated (no JPEG end marker)"
+    return None
+
+
+def sample_record(nusc: Any, sample: dict[str, Any], scene: dict[str, Any], conditions: list[str],
+                  lidarseg: dict[str, str]) -> tuple[dict[str, Any] | None, list[str]]:
+    """The info record of one keyframe and its file problems; the record is None if unusable.
+
+    ``lidarseg`` maps a LiDAR sample_data token to its label file (empty without lidarseg).
+    """
+    root = Path(nusc.dataroot)
+    problems: list[str] = []
+    lidar_sd = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
+    lidar_cs = nusc.get("calibrated_sensor", lidar_sd["calibrated_sensor_token"])
+    ego2global = _pose(nusc.get("ego_pose", lidar_sd["ego_pose_token"]))
+    lidar2ego = _pose(lidar_cs)
+    num_points, problem = _check_point_file(root / lidar_sd["filename"])
+    if problem:
+        problems.append(f"{lidar_sd['filename']}: {problem}")
+    lidarseg_path = lidarseg.get(lidar_sd["token"])
+    label_problem = False
+    if lidarseg_path:
+        label_file = root / lidarseg_path
+        if not label_file.is_file():
+            problems.append(f"{lidarseg_path}: missing")
+            label_problem = True
+        elif num_points and label_file.stat().st_size != num_points:
+            problems.append(f"{lidarseg_path}: {label_file.stat().st_size} labels for {num_points} points")
+            label_problem = True
+    cameras = {}
+    for channel, sd_token in sample["data"].items():
+        sd = nusc.get("sample_data", sd_token)
+        if sd["sensor_modality"] != "camera":
+            continue
+        cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+        problem = _check_image_file(root / sd["filename"], sd["width"], sd["height"])
+        if problem:
+            problems.append(f"{sd['filename']}: {problem}")
+            continue
+        lidar2cam = compose_lidar2cam(lidar2ego, ego2global, _pose(nusc.get("ego_pose", sd["ego_pose_token"])),
+                                      _pose(cs))
+        cameras[channel] = {"path": sd["filename"], "width": sd["width"], "height": sd["height"],
+                            "K": np.asarray(cs["camera_intrinsic"], dtype=np.float64).tolist(),
+                            "lidar2cam": lidar2cam.tolist(), "timestamp": sd["timestamp"]}
+    if not num_points or not cameras or label_problem:
+        return None, problems
+    record = {"token": sample["token"], "scene_name": scene["name"], "timestamp": sample["timestamp"],
+              "conditions": conditions, "ego2global": ego2global.tolist(),
+              "lidar": {"path": lidar_sd["filename"], "lidarseg_path": lidarseg_path, "num_points": num_points,
+                        "lidar2ego": lidar2ego.tolist()},
+              "cameras": cameras}
+    return record, problems
+
+
+# --------------------------------------------------------------------------------------------
+# Scenes, workers, resume
+# --------------------------------------------------------------------------------------------
+_NUSC: Any = None  # set in the parent before forking; workers inherit it copy-on-write
+_LIDARSEG: dict[str, str] = {}  # LiDAR sample_data token -> lidarseg label file
+
+
+def write_json_atomic(path: Path, obj: Any) -> None:
+    """Write JSON to ``path`` via a temporary file and ``os.replace``: never a half-written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, separators=(",", ":")))
+    os.replace(tmp, path)
+
+
+def _prepare_scene(args: tuple[str, str, str]) -> tuple[str, int]:
+    """Worker: records of one scene -> ``parts/<split>/<scene>.json``. Returns (scene, #samples)."""
+    scene_token, split, part_path = args
+    nusc = _NUSC
+    scene = nusc.get("scene", scene_token)
+    conditions = parse_conditions(scene["description"])
+    records, problems, excluded = [], [], 0
+    token = scene["first_sample_token"]
+    while token:
+        sample = nusc.get("sample", token)
+        record, sample_problems = sample_record(nusc, sample, scene, conditions, _LIDARSEG)
+        problems += sample_problems
+        if record is None:
+            excluded += 1
+        else:
+            records.append(record)
+        token = sample["next"]
+    write_json_atomic(Path(part_path), {"scene": scene["name"], "split": split, "conditions": conditions,
+                                        "samples": records, "excluded": excluded, "problems": problems})
+    return scene["name"], len(records)
+
+
+@dataclass
+class PrepareSummary:
+    """What a preparation produced; also written to ``summary.json``."""
+
+    version: str
+    samples: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> condition -> count
+    excluded: dict[str, int] = field(default_factory=dict)             # split -> samples left out
+    problems: list[str] = field(default_factory=list)                  # "file: what is wrong"
+    skipped: bool = False                                              # already complete: nothing done
+
+    def to_text(self) -> str:
+        """A human-readable multi-line summary."""
+        lines = [f"nuScenes {self.version}: prepared" + (" (already complete, nothing to do)" if self.skipped else "")]
+        for split, counts in self.samples.items():
+            per_cond = ", ".join(f"{c} {n}" for c, n in sorted(counts.items()))
+            lines.append(f"  {split}: {sum(counts.values())} samples ({per_cond}); "
+                         f"excluded {self.excluded.get(split, 0)}")
+        lines.append(f"  files missing or corrupt: {len(self.problems)}")
+        lines += [f"    {p}" for p in self.problems[:20]]
+        if len(self.problems) > 20:
+            lines.append(f"    ... and {len(self.problems) - 20} more (see summary.json)")
+        return "\n".join(lines)
+
+
+def _devkit_version() -> str:
+    try:
+        return metadata.version("nuscenes-devkit")
+    except metadata.PackageNotFoundError:
+        return "unknown"
+
+
+def prepare(dataroot: Path, version: str, out: Path, workers: int = 2, overwrite: bool = False,
+            progress: bool = True) -> PrepareSummary:
+    """Write the info files of every split of ``version`` to ``out`` (resumable, atomic)."""
+    global _NUSC, _LIDARSEG
+    dataroot, out = Path(dataroot).resolve(), Path(out)
+    validate_input(dataroot, version)
+    splits = official_splits(version)
+    summary_path = out / "summary.json"
+    if overwrite and out.exists():
+        shutil.rmtree(out / "parts", ignore_errors=True)
+        summary_path.unlink(missing_ok=True)
+    elif summary_path.is_file():
+        done = json.loads(summary_path.read_text())
+        if done.get("version") == version and done.get("dataroot") == str(dataroot) and all(
+                (out / f"infos_{s}.json").is_file() for s in splits):
+            return PrepareSummary(version, done["samples"], done["excluded"], done["problems"], skipped=True)
+    from nuscenes.nuscenes import NuScenes
+
+    try:
+        _NUSC = NuScenes(version=version, dataroot=str(dataroot), verbose=False)
+    except (AssertionError, KeyError, IndexError, FileNotFoundError, json.JSONDecodeError) as exc:
+        raise PrepareError(f"the devkit could not load {dataroot / version}: {exc.__class__.__name__}: {exc}") \
+            from None
+    _LIDARSEG = {r["sample_data_token"]: r["filename"] for r in getattr(_NUSC, "lidarseg", [])}
+    by_name = {s["name"]: s["token"] for s in _NUSC.scene}
+    jobs = [(by_name[name], split, str(out / "parts" / split / f"{name}.json"))
+            for split, names in splits.items() for name in names if name in by_name]
+    if not jobs:
+        raise PrepareError(f"no scene of {dataroot / version} is in the official {version} split lists "
+                           f"(scene names must come from nuscenes.utils.splits)")
+    todo = [job for job in jobs if not Path(job[2]).is_file()]
+    log.info("%d scenes, %d already prepared, %d to do with %d worker(s)", len(jobs), len(jobs) - len(todo),
+             len(todo), workers)
+    _run_jobs(todo, workers, progress)
+    summary = _merge(out, version, dataroot, splits, jobs)
+    _NUSC, _LIDARSEG = None, {}
+    return summary
+
+
+def _run_jobs(todo: list[tuple[str, str, str]], workers: int, progress: bool) -> None:
+    from tqdm import tqdm
+
+    bar = tqdm(total=len(todo), desc="prepare", unit="scene", disable=not progress)
+    if workers <= 1 or len(todo) <= 1:
+        for job in todo:
+            _prepare_scene(job)
+            bar.update()
+    else:
+        with mp.get_context("fork").Pool(workers) as pool:
+            for _ in pool.imap_unordered(_prepare_scene, todo):
+                bar.update()
+    bar.close()
+
+
+def _merge(out: Path, version: str, dataroot: Path, splits: dict[str, list[str]],
+           jobs: list[tuple[str, str, str]]) -> PrepareSummary:
+    summary = PrepareSummary(version)
+    for split in splits:
+        records, counts, excluded = [], Counter(), 0
+        for _, job_split, part_path in jobs:
+            if job_split != split:
+                continue
+            part = json.loads(Path(part_path).read_text())
+            records += part["samples"]
+            excluded += part["excluded"]
+            summary.problems += part["problems"]
+            for rec in part["samples"]:
+                counts.update(rec["conditions"])
+        write_json_atomic(out / f"infos_{split}.json", {
+            "schema_version": SCHEMA_VERSION, "devkit_version": _devkit_version(), "nuscenes_version": version,
+            "split": split, "dataroot": str(dataroot), "samples": records})
+        summary.samples[split] = dict(counts)
+        summary.excluded[split] = excluded
+    write_json_atomic(out / "summary.json", {"version": version, "dataroot": str(dataroot),
+                                             "samples": summary.samples, "excluded": summary.excluded,
+                                             "problems": summary.problems})
+    return summary

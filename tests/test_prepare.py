@@ -1,0 +1,106 @@
+"""prepare_nuscenes: info files agree with the devkit, round-trip, resume, and report bad files."""
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+from collab_distill.data.infos import InfoFileError, load_infos
+from data_prep.check import check_infos
+from data_prep.nuscenes_infos import PrepareError, parse_conditions, prepare
+from tiny_nuscenes import write_tiny_nuscenes
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture()
+def tiny(tmp_path):
+    return write_tiny_nuscenes(tmp_path / "nusc", num_samples=3, six_cameras=True)
+
+
+def test_parse_conditions():
+    assert parse_conditions("Night, rain, parked cars") == ["night", "rain"]
+    assert parse_conditions("Synthetic street, foggy, intersection") == ["fog"]
+    assert parse_conditions("Snowing, ped crossing") == ["snow"]
+    assert parse_conditions("Parked cars, trainyard") == ["clear"]  # 'trainyard' is not rain
+
+
+def test_prepare_round_trip_and_check(tiny, tmp_path):
+    out = tmp_path / "infos"
+    summary = prepare(tiny, "v1.0-mini", out, workers=2, progress=False)
+    assert summary.samples == {"train": {"clear": 3}, "val": {}} and not summary.problems
+    infos = load_infos(out / "infos_train.json")
+    assert infos.nuscenes_version == "v1.0-mini" and infos.devkit_version not in ("", "unknown")
+    assert len(infos.samples) == 3
+    rec = json.loads((out / "infos_train.json").read_text())["samples"][0]
+    info = infos.samples[0]
+    assert info.token == rec["token"] and info.conditions == ("clear",)
+    np.testing.assert_array_equal(info.cameras["CAM_BACK"].lidar2cam, np.asarray(rec["cameras"]["CAM_BACK"]["lidar2cam"]))
+    assert set(info.cameras) == {"CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT", "CAM_BACK", "CAM_BACK_LEFT",
+                                 "CAM_FRONT_LEFT"}
+    assert info.num_points == 6000
+    result = check_infos(infos, "v1.0-mini", 2, tmp_path / "check")
+    assert result.checked == 12 and result.same_kept_sets and result.max_error_px < 1e-3
+    assert len(result.overlays) == 12 and all(p.stat().st_size > 0 for p in result.overlays)
+
+
+def test_finished_run_is_noop_and_interrupted_run_resumes(tiny, tmp_path):
+    out = tmp_path / "infos"
+    prepare(tiny, "v1.0-mini", out, workers=1, progress=False)
+    first = (out / "infos_train.json").read_bytes()
+    assert prepare(tiny, "v1.0-mini", out, workers=1, progress=False).skipped
+    # An interruption after the scene's part was written but before the merge: the rerun merges it.
+    (out / "summary.json").unlink()
+    (out / "infos_train.json").unlink()
+    part = next((out / "parts" / "train").glob("*.json"))
+    stamp = part.stat().st_mtime_ns
+    summary = prepare(tiny, "v1.0-mini", out, workers=1, progress=False)
+    assert not summary.skipped and part.stat().st_mtime_ns == stamp  # the scene was not redone
+    assert (out / "infos_train.json").read_bytes() == first
+    assert not list(out.rglob("*.tmp"))
+    summary = prepare(tiny, "v1.0-mini", out, workers=1, overwrite=True, progress=False)
+    assert not summary.skipped and part.stat().st_mtime_ns != stamp
+
+
+def test_missing_and_truncated_files_are_excluded_and_listed(tiny, tmp_path):
+    lidar = sorted((tiny / "samples" / "LIDAR_TOP").glob("*.bin"))
+    lidar[0].write_bytes(lidar[0].read_bytes()[:1234])             # truncated point file
+    image = sorted((tiny / "samples" / "CAM_BACK").glob("*.jpg"))[1]
+    image.write_bytes(image.read_bytes()[:-500])                    # truncated JPEG
+    sorted((tiny / "samples" / "CAM_FRONT").glob("*.jpg"))[2].unlink()  # missing image
+    summary = prepare(tiny, "v1.0-mini", tmp_path / "infos", workers=1, progress=False)
+    assert summary.samples["train"] == {"clear": 2} and summary.excluded["train"] == 1
+    assert len(summary.problems) == 3
+    text = " | ".join(summary.problems)
+    assert "truncated (1234 bytes" in text and "no JPEG end marker" in text and "missing" in text
+    infos = load_infos(tmp_path / "infos" / "infos_train.json")
+    assert "CAM_BACK" not in infos.samples[0].cameras and len(infos.samples[0].cameras) == 5
+    assert "CAM_FRONT" not in infos.samples[1].cameras
+
+
+def test_bad_dataroot_and_version(tiny, tmp_path):
+    with pytest.raises(PrepareError, match="does not exist"):
+        prepare(tmp_path / "nowhere", "v1.0-mini", tmp_path / "o", progress=False)
+    with pytest.raises(PrepareError, match=r"v1.0-trainval has no scene.json.*found: v1.0-mini"):
+        prepare(tiny, "v1.0-trainval", tmp_path / "o", progress=False)
+    with pytest.raises(PrepareError, match="unknown version"):
+        prepare(tiny, "v2.0", tmp_path / "o", progress=False)
+
+
+def test_info_file_errors(tmp_path):
+    with pytest.raises(InfoFileError, match="not found"):
+        load_infos(tmp_path / "none.json")
+    (tmp_path / "old.json").write_text(json.dumps({"schema_version": 0, "samples": []}))
+    with pytest.raises(InfoFileError, match="schema version 0"):
+        load_infos(tmp_path / "old.json")
+
+
+def test_cli_bad_dataroot_is_one_line(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "prepare_nuscenes.py"), "--dataroot",
+                           str(tmp_path / "x"), "--out", str(tmp_path / "o")], capture_output=True, text=True)
+    assert proc.returncode == 2
+    assert proc.stderr.strip().count("\n") == 0 and "does not exist" in proc.stderr
