@@ -46,17 +46,41 @@ class ExperimentConfig:
 
 
 @dataclass
+class ImageAug:
+    """Image augmentation (training only; evaluation resizes and centre-crops)."""
+
+    scale_range: tuple[float, float] = (1.0, 1.0)  # extra zoom before the crop
+    hflip_prob: float = 0.0
+    random_crop: bool = False                      # otherwise a centre crop
+
+
+@dataclass
+class PointAug:
+    """3D augmentation, applied after pairing (training only)."""
+
+    rotate_deg: float = 0.0                        # uniform rotation about z in [-r, r] degrees
+    flip_prob: float = 0.0                         # mirror y -> -y
+    scale_range: tuple[float, float] = (1.0, 1.0)
+
+
+@dataclass
 class DataConfig:
     """Which prepared nuScenes-format data a run reads and how point-pixel pairs are formed."""
 
     info_dir: str = "data/synthetic/infos"
+    dataroot: str = ""                   # empty: the dataroot recorded in the info files
     split: str = "train"
-    conditions: list[str] = field(default_factory=lambda: ["clear"])
-    cameras: list[str] = field(default_factory=lambda: ["CAM_FRONT"])
-    image_size: tuple[int, int] = (224, 448)
+    conditions: list[str] = field(default_factory=lambda: ["clear"])  # tags kept; [all] keeps every sample
+    cameras: list[str] = field(default_factory=lambda: ["random"])    # [random], [all] or channel names
+    image_size: tuple[int, int] = (224, 448)                          # (H, W)
     min_depth: float = 1.0
     zbuffer_cell: int = 0
+    max_points: int = 0                  # >0: random subset of the points per sample
+    voxel_size: float = 0.1              # metres
     num_workers: int = 0
+    augment: bool = False                # apply image_aug and point_aug
+    image_aug: ImageAug = field(default_factory=ImageAug)
+    point_aug: PointAug = field(default_factory=PointAug)
 
 
 @dataclass

@@ -1,0 +1,122 @@
+"""The paired point-pixel dataset over info files (never the devkit at train time).
+
+One item is one keyframe: its LiDAR points, the selected camera images resized/cropped to the
+configured size, the matching ``K`` and ``lidar2cam``, the point-pixel pairs, lidarseg labels when
+present, and condition tags. Randomness (camera choice, augmentation, subsampling) comes from a
+generator seeded by ``(seed, epoch, index)``, so an item is reproducible whatever the worker.
+"""
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from torch.utils.data import Dataset
+
+from collab_distill.config import DataConfig, ImageAug, PointAug
+from collab_distill.data.infos import CAMERA_ORDER, SampleInfo, load_infos
+from collab_distill.data.transforms import augment_points, load_image, reindex_pairs, subsample
+from collab_distill.geometry import project_to_pairs
+
+#: Condition tags, in the column order of the ``conditions`` multi-hot in a batch.
+CONDITION_TAGS = ("clear", "night", "rain", "fog", "snow")
+POINT_COLUMNS = 5          # x, y, z, intensity, ring in a nuScenes .pcd.bin
+INTENSITY_SCALE = 255.0    # nuScenes intensities are 0..255
+
+
+def load_points(path: Path) -> torch.Tensor:
+    """``(N, 4)`` float32 x, y, z, intensity/255 from a nuScenes ``.pcd.bin``."""
+    raw = np.fromfile(path, dtype=np.float32).reshape(-1, POINT_COLUMNS)[:, :4].copy()
+    raw[:, 3] /= INTENSITY_SCALE
+    return torch.from_numpy(raw)
+
+
+def conditions_multi_hot(tags: tuple[str, ...]) -> torch.Tensor:
+    """``(len(CONDITION_TAGS),)`` bool; unknown tags are ignored."""
+    return torch.tensor([t in tags for t in CONDITION_TAGS])
+
+
+class PairedDataset(Dataset):
+    """Keyframes of one split with point-pixel pairs.
+
+    Args:
+        cfg: the ``data`` section of the run config (info_dir, split, conditions, cameras, ...).
+        seed: base seed of all randomness.
+        train: apply the configured augmentation (and random crops); otherwise deterministic.
+    """
+
+    def __init__(self, cfg: DataConfig, seed: int = 0, train: bool = True) -> None:
+        infos = load_infos(Path(cfg.info_dir) / f"infos_{cfg.split}.json", cfg.dataroot or None)
+        self.root = infos.dataroot
+        self.samples: list[SampleInfo] = infos.filter(cfg.conditions)
+        if not self.samples:
+            have = sorted({t for s in infos.samples for t in s.conditions})
+            raise ValueError(f"{infos.path}: no sample has a condition in {cfg.conditions} (the file has {have})")
+        self.cfg = cfg
+        self.seed = seed
+        self.train = train
+        self.epoch = 0
+        self.augment = train and cfg.augment
+        self.image_aug = cfg.image_aug if self.augment else ImageAug()
+        self.point_aug = cfg.point_aug if self.augment else PointAug()
+
+    def set_epoch(self, epoch: int) -> None:
+        """Change the random stream (camera choice, augmentation) for a new epoch."""
+        self.epoch = epoch
+
+    def __len__(self) -> int:
+        return len(self.samples)
+
+    def cameras_of(self, info: SampleInfo, rng: np.random.Generator) -> list[str]:
+        """The camera channels to load for ``info`` under the ``cameras`` setting."""
+        available = [c for c in CAMERA_ORDER if c in info.cameras] + \
+            sorted(c for c in info.cameras if c not in CAMERA_ORDER)
+        wanted = self.cfg.cameras
+        if wanted == ["random"]:
+            return [available[int(rng.integers(len(available)))]]
+        if wanted == ["all"]:
+            return available
+        missing = [c for c in wanted if c not in info.cameras]
+        if missing:
+            raise KeyError(f"sample {info.token} has no camera {missing} (it has {available})")
+        return list(wanted)
+
+    def __getitem__(self, index: int) -> dict[str, Any]:
+        """One keyframe.
+
+        Returns:
+            dict with ``points (N, 4)`` (x, y, z, intensity), ``labels (N,)`` int64 lidarseg indices or
+            None, ``images (M, 3, H, W)`` float in [0, 1], ``K (M, 3, 3)``, ``lidar2cam (M, 4, 4)``,
+            ``pair_point (P,)``, ``pair_image (P,)`` (camera index within the sample), ``pair_uv (P, 2)``,
+            ``pair_depth (P,)``, ``conditions (5,)`` multi-hot (CONDITION_TAGS), ``cameras``, ``token``.
+        """
+        info = self.samples[index]
+        rng = np.random.default_rng([self.seed, self.epoch, index])
+        channels = self.cameras_of(info, rng)
+        images, ks = [], []
+        for channel in channels:
+            cam = info.cameras[channel]
+            image, k = load_image(self.root / cam.path, self.cfg.image_size, cam.K, rng, self.image_aug)
+            images.append(image)
+            ks.append(k)
+        lidar2cam = np.stack([info.cameras[c].lidar2cam for c in channels])
+        k_all = np.stack(ks)
+        points = load_points(self.root / info.lidar_path)
+        labels = None
+        if info.lidarseg_path:
+            labels = torch.from_numpy(np.fromfile(self.root / info.lidarseg_path, dtype=np.uint8).astype(np.int64))
+        pairs = project_to_pairs(points, lidar2cam, k_all, self.cfg.image_size, min_depth=self.cfg.min_depth,
+                                 zbuffer_cell=self.cfg.zbuffer_cell)
+        if self.augment:
+            points = augment_points(points, rng, self.point_aug)
+        kept = subsample(len(points), self.cfg.max_points if self.train else 0, rng)
+        if kept is not None:
+            pairs = reindex_pairs(pairs, kept, len(points))
+            points = points[kept]
+            labels = labels[kept] if labels is not None else None
+        return {"points": points, "labels": labels, "images": torch.stack(images),
+                "K": torch.from_numpy(k_all).float(), "lidar2cam": torch.from_numpy(lidar2cam).float(),
+                "pair_point": pairs.point_idx, "pair_image": pairs.cam_idx, "pair_uv": pairs.uv,
+                "pair_depth": pairs.depth, "conditions": conditions_multi_hot(info.conditions),
+                "cameras": channels, "token": info.token}
