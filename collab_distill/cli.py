@@ -34,3 +34,37 @@ def setup_logging(verbose: bool = False) -> None:
     """Plain ``LEVEL message`` logging to stderr for the tools."""
     logging.basicConfig(level=logging.DEBUG if verbose else logging.INFO,
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
+
+
+TRAIN_USAGE = """
+Usage (one process, or many with accelerate):
+  python tools/{tool} --config CONFIG [key=value ...]
+  accelerate launch --multi_gpu --num_processes 4 tools/{tool} --config CONFIG
+  ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 tools/{tool} --config CONFIG
+
+train.batch_size is the total batch over processes and accumulation steps. Outputs (config.yaml,
+run.json, metrics.jsonl, tb/, checkpoints/, weights/*.safetensors) go to experiment.output_dir.
+"""
+
+
+def train_main(doc: str, tool: str, default_config: str, allowed: set[str]) -> None:
+    """The whole command line of a ``tools/train_*.py``: parse, load the config, train, report."""
+    from collab_distill.engine.run import run_training
+
+    parser = argparse.ArgumentParser(description=doc + TRAIN_USAGE.format(tool=tool),
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--config", default=default_config, help="YAML run config (default: %(default)s)")
+    parser.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDE_HELP)
+    parser.add_argument("--resume", default="", metavar="auto|DIR",
+                        help="'auto': continue from the newest complete checkpoint of the output folder; "
+                             "or a checkpoint folder")
+    args = parser.parse_args()
+    setup_logging()
+    cfg = config_from_args(args)
+    if cfg.method.name not in allowed:
+        print(f"config error: {args.config}: method.name={cfg.method.name!r}; {tool} runs {sorted(allowed)}",
+              file=sys.stderr)
+        raise SystemExit(2)
+    result = run_training(cfg, resume=args.resume)
+    print(f"{cfg.method.name}: {result.steps} steps, last loss {result.last_logs.get('loss', float('nan')):.4f}, "
+          f"outputs in {result.out_dir}")

@@ -24,6 +24,8 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
+from collab_distill.models.config import ModelConfig
+
 T = TypeVar("T")
 BASE_KEY = "base"
 
@@ -91,7 +93,10 @@ class OptimConfig:
     weight_decay: float = 1e-4
     betas: tuple[float, float] = (0.9, 0.999)
     warmup_steps: int = 0
-    grad_clip: float = 0.0
+    min_lr_ratio: float = 0.0            # cosine ends at lr * min_lr_ratio
+    grad_clip: float = 0.0               # max global grad norm; 0 disables
+    layer_decay: float = 1.0             # <1: layer-wise lr decay for the ViT student's blocks
+    vit_prefix: str = "student."         # parameter-name prefix of the ViT that layer_decay applies to
 
 
 @dataclass
@@ -99,11 +104,34 @@ class TrainConfig:
     """Loop length and batching; ``batch_size`` is the total batch over all processes."""
 
     epochs: int = 1
-    max_steps: int = 0
-    batch_size: int = 2
+    max_steps: int = 0                   # >0 overrides epochs (optimiser steps)
+    batch_size: int = 2                  # total over processes and accumulation steps
     grad_accum: int = 1
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
     log_every: int = 10
+    ckpt_every: int = 0                  # optimiser steps between checkpoints; 0: only at the end
+    keep_last: int = 2                   # checkpoints kept
+    max_nonfinite: int = 5               # stop after this many skipped non-finite steps
+
+
+@dataclass
+class MethodConfig:
+    """The training method (``name``) and its loss weights; docs/methods.md explains each choice."""
+
+    name: Literal["stage1", "stage2", "asymmetric", "self_distill", "teacher_plus"] = "stage1"
+    teacher_cache: bool = False          # stage1: cache teacher patch maps (fp16) per image; needs data.augment=false
+    point_weights: str = ""              # stage2: folder with the stage-1 point_encoder/head .safetensors
+    anchor_weight: float = 1.0           # stage2: point -> pixel (student at projected pixels vs 3D features)
+    patch_weight: float = 1.0            # stage2: pixel -> point (patch token vs mean 3D feature of its points);
+                                         # image-only: patch-token cosine
+    retention_weight: float = 1.0        # stage2: student vs frozen teacher on clear images
+    cls_weight: float = 1.0              # image-only: CLS-token cosine
+    attn_weight: float = 1.0             # image-only: KL of CLS->patch attention
+    attn_blocks: int = 1                 # image-only: last k blocks whose attention is matched
+    degradations: list[str] = field(default_factory=lambda: [
+        "fog", "rain", "snow", "night", "gaussian_noise", "shot_noise", "motion_blur", "defocus_blur", "jpeg"])
+    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    ema_momentum: float = 0.0            # self_distill/teacher_plus: >0 makes the teacher an EMA of the student
 
 
 @dataclass
@@ -112,6 +140,8 @@ class RunConfig:
 
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     data: DataConfig = field(default_factory=DataConfig)
+    model: ModelConfig = field(default_factory=ModelConfig)
+    method: MethodConfig = field(default_factory=MethodConfig)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
 

@@ -21,6 +21,7 @@ voxel_features     (V, 4)           mean of the points in the voxel
 voxel_inverse      (N,)             voxel of each point
 voxel_shape        (3,)             spconv spatial shape (Z, Y, X)
 tokens, cameras    lists            sample tokens; camera channel of each image
+epoch              int              the epoch the batch belongs to (seeds per-image randomness)
 =================  ===============  ==============================================================
 """
 from __future__ import annotations
@@ -55,6 +56,7 @@ class Collate:
             "pair_depth": torch.cat([it["pair_depth"] for it in items]),
             "tokens": [it["token"] for it in items],
             "cameras": [c for it in items for c in it["cameras"]],
+            "epoch": items[0]["epoch"],
         }
         if all(it["labels"] is not None for it in items):
             batch["labels"] = torch.cat([it["labels"] for it in items])

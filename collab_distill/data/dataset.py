@@ -82,17 +82,19 @@ class PairedDataset(Dataset):
             raise KeyError(f"sample {info.token} has no camera {missing} (it has {available})")
         return list(wanted)
 
-    def __getitem__(self, index: int) -> dict[str, Any]:
-        """One keyframe.
+    def __getitem__(self, key: int | tuple[int, int]) -> dict[str, Any]:
+        """One keyframe; ``key`` is an index, or ``(index, epoch)`` as the trainer's sampler gives it.
 
         Returns:
             dict with ``points (N, 4)`` (x, y, z, intensity), ``labels (N,)`` int64 lidarseg indices or
             None, ``images (M, 3, H, W)`` float in [0, 1], ``K (M, 3, 3)``, ``lidar2cam (M, 4, 4)``,
             ``pair_point (P,)``, ``pair_image (P,)`` (camera index within the sample), ``pair_uv (P, 2)``,
-            ``pair_depth (P,)``, ``conditions (5,)`` multi-hot (CONDITION_TAGS), ``cameras``, ``token``.
+            ``pair_depth (P,)``, ``conditions (5,)`` multi-hot (CONDITION_TAGS), ``cameras``, ``token``,
+            ``epoch``.
         """
+        index, epoch = key if isinstance(key, tuple) else (key, self.epoch)
         info = self.samples[index]
-        rng = np.random.default_rng([self.seed, self.epoch, index])
+        rng = np.random.default_rng([self.seed, epoch, index])
         channels = self.cameras_of(info, rng)
         images, ks = [], []
         for channel in channels:
@@ -119,4 +121,4 @@ class PairedDataset(Dataset):
                 "K": torch.from_numpy(k_all).float(), "lidar2cam": torch.from_numpy(lidar2cam).float(),
                 "pair_point": pairs.point_idx, "pair_image": pairs.cam_idx, "pair_uv": pairs.uv,
                 "pair_depth": pairs.depth, "conditions": conditions_multi_hot(info.conditions),
-                "cameras": channels, "token": info.token}
+                "cameras": channels, "token": info.token, "epoch": epoch}

@@ -1,0 +1,1 @@
+"""Training engine: accelerate loop, optimiser and schedule, checkpoints, logging."""

@@ -1,0 +1,29 @@
+"""Pieces the methods share: building encoders from the run config, loading exported weights."""
+from __future__ import annotations
+
+from pathlib import Path
+
+from safetensors.torch import load_file
+from torch import Tensor, nn
+
+from collab_distill.config import RunConfig
+from collab_distill.models import ImageEncoder
+
+
+def build_image_encoder(cfg: RunConfig) -> ImageEncoder:
+    """The ViT of ``model.image`` at ``data.image_size``."""
+    return ImageEncoder(cfg.model.image, tuple(cfg.data.image_size))
+
+
+def load_module_weights(module: nn.Module, folder: str | Path, name: str) -> None:
+    """Load ``<folder>/<name>.safetensors`` (as exported by the trainer) into ``module`` (strict)."""
+    path = Path(folder) / f"{name}.safetensors"
+    if not path.is_file():
+        raise FileNotFoundError(f"{path} not found: point method.point_weights at the weights/ folder of a "
+                                f"stage-1 run (it holds point_encoder.safetensors and head.safetensors)")
+    module.load_state_dict(load_file(str(path)))
+
+
+def pair_samples(batch: dict[str, Tensor]) -> Tensor:
+    """``(P,)`` sample index of each pair."""
+    return batch["image_sample"][batch["pair_image"]]

@@ -1,0 +1,6 @@
+#!/usr/bin/env python
+"""Stage 2: distil the aligned, frozen LiDAR features into a 2D student on all conditions."""
+from collab_distill.cli import train_main
+
+if __name__ == "__main__":
+    train_main(__doc__, "train_stage2.py", "configs/stage2/synthetic.yaml", {"stage2"})
