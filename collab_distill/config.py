@@ -319,6 +319,11 @@ def _coerce(tp: Any, value: Any, key: str, origins: dict[str, str], default_orig
     if tp is Any:
         return value
     if tp is float:
+        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+            try:
+                return float(value)
+            except ValueError:
+                fail()
         if isinstance(value, bool) or not isinstance(value, (int, float)):
             fail()
         return float(value)

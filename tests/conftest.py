@@ -16,3 +16,44 @@ def tiny_nusc_root(tmp_path_factory: pytest.TempPathFactory):
     from tiny_nuscenes import write_tiny_nuscenes
 
     return write_tiny_nuscenes(tmp_path_factory.mktemp("tiny_nuscenes"))
+
+
+@pytest.fixture(scope="session")
+def textured_infos_dir(tmp_path_factory: pytest.TempPathFactory):
+    """Info files of a tiny six-camera dataset whose images carry a smooth pattern (so the value
+    under a pair is meaningful), prepared with ``data_prep.nuscenes_infos.prepare``."""
+    import numpy as np
+    from PIL import Image
+
+    from data_prep.nuscenes_infos import prepare
+    from tiny_nuscenes import write_tiny_nuscenes
+
+    root = write_tiny_nuscenes(tmp_path_factory.mktemp("textured"), num_samples=4, six_cameras=True)
+    v, u = np.mgrid[0:900, 0:1600].astype(np.float64)
+    for i, path in enumerate(sorted(root.glob("samples/CAM_*/*.jpg"))):
+        phase = 0.3 * i
+        rgb = np.stack([0.5 + 0.4 * np.sin(2 * np.pi * u / 260 + phase), 0.5 + 0.4 * np.cos(2 * np.pi * v / 150 + phase),
+                        0.5 + 0.4 * np.sin(2 * np.pi * (u + v) / 210)], -1)
+        Image.fromarray((rgb * 255).round().astype(np.uint8)).save(path, quality=95)
+    prepare(root, "v1.0-mini", root / "infos", workers=1, progress=False)
+    return root / "infos"
+
+
+@pytest.fixture(scope="session")
+def synthetic_root(tmp_path_factory: pytest.TempPathFactory):
+    """Dataroot (``Path``) of the tiny synthetic nuScenes-format set, generated once per session.
+
+    ``configs/synthetic/tiny.yaml``: version ``v1.0-mini``; scene-0061 (mini_train, clear) and
+    scene-0103 (mini_val, night+rain), 2 samples each, six 224x126 cameras, lidarseg labels,
+    ``paired_clear/<sample>/<CAM>.jpg`` for the adverse samples and ``dense/<sample>/<CAM>_{class,depth}.png``.
+    """
+    from pathlib import Path
+
+    from collab_distill.config import load_config
+    from data_prep.synthetic.config import SyntheticConfig
+    from data_prep.synthetic.generate import generate
+
+    config = Path(__file__).resolve().parents[1] / "configs" / "synthetic" / "tiny.yaml"
+    root = tmp_path_factory.mktemp("synthetic") / "nuscenes"
+    generate(load_config(config, schema=SyntheticConfig), root, progress=False)
+    return root

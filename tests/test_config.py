@@ -35,6 +35,9 @@ def test_inheritance_and_overrides(tmp_path):
 def test_int_is_accepted_for_float_but_not_bool(tmp_path):
     cfg = load_config(None, ["optim.lr=1"])
     assert cfg.optim.lr == 1.0 and isinstance(cfg.optim.lr, float)
+    assert load_config(None, ["optim.lr=1e-4"]).optim.lr == 1e-4  # YAML 1.1 reads 1e-4 as a string
+    with pytest.raises(ConfigError, match="'optim.lr' expects float, got 'fast'"):
+        load_config(None, ["optim.lr=fast"])
     with pytest.raises(ConfigError, match="'train.batch_size' expects int"):
         load_config(None, ["train.batch_size=true"])
 

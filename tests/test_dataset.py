@@ -15,27 +15,11 @@ from collab_distill.data.collate import Collate
 from collab_distill.data.dataset import PairedDataset, load_points
 from collab_distill.data.infos import load_infos
 from collab_distill.geometry import project_to_pairs
-from data_prep.nuscenes_infos import prepare
-from tiny_nuscenes import write_tiny_nuscenes
-
-
-def _pattern(width: int, height: int, phase: float) -> np.ndarray:
-    """A smooth RGB pattern (periods of 150-260 px) so that bilinear values survive resizing."""
-    v, u = np.mgrid[0:height, 0:width].astype(np.float64)
-    r = 0.5 + 0.4 * np.sin(2 * np.pi * u / 260 + phase)
-    g = 0.5 + 0.4 * np.cos(2 * np.pi * v / 150 + phase)
-    b = 0.5 + 0.4 * np.sin(2 * np.pi * (u + v) / 210)
-    return (np.stack([r, g, b], -1) * 255).round().astype(np.uint8)
 
 
 @pytest.fixture(scope="module")
-def infos_dir(tmp_path_factory):
-    root = write_tiny_nuscenes(tmp_path_factory.mktemp("textured"), num_samples=3, six_cameras=True)
-    for i, path in enumerate(sorted(root.glob("samples/CAM_*/*.jpg"))):
-        Image.fromarray(_pattern(1600, 900, phase=0.3 * i)).save(path, quality=95)
-    out = root / "infos"
-    prepare(root, "v1.0-mini", out, workers=1, progress=False)
-    return out
+def infos_dir(textured_infos_dir):
+    return textured_infos_dir
 
 
 def _cfg(infos_dir, **kw) -> DataConfig:
@@ -121,7 +105,7 @@ def test_condition_filter_and_camera_selection(infos_dir, tmp_path):
     (tmp_path / "infos_train.json").write_text(json.dumps(data))
     stage1 = PairedDataset(_cfg(tmp_path, conditions=["clear"], cameras=["random"]))
     stage2 = PairedDataset(_cfg(tmp_path, conditions=["all"], cameras=["CAM_BACK", "CAM_FRONT"]))
-    assert len(stage1) == 2 and len(stage2) == 3
+    assert len(stage1) == 3 and len(stage2) == 4
     assert all("clear" in s.conditions for s in stage1.samples)
     assert stage2[1]["conditions"].tolist() == [False, True, True, False, False]
     assert stage2[0]["cameras"] == ["CAM_BACK", "CAM_FRONT"] and len(stage1[0]["cameras"]) == 1
