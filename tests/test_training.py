@@ -35,6 +35,7 @@ def _frozen_state(method) -> dict[str, torch.Tensor]:
 def _train(cfg: RunConfig, resume: str = ""):
     """Train; check the frozen modules did not change; return the method, the result and the loss on a
     fixed batch (samples 0 and 1, epoch 0) before and after training."""
+    torch.manual_seed(cfg.experiment.seed)
     method = build_method(cfg)
     before = _frozen_state(method)
     dataset = PairedDataset(cfg.data, seed=cfg.experiment.seed)

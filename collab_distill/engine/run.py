@@ -15,7 +15,10 @@ log = logging.getLogger(__name__)
 
 def run_training(cfg: RunConfig, resume: str = "", progress: bool = True) -> TrainResult:
     """Dataset, method and trainer from ``cfg``; outputs go to ``cfg.experiment.output_dir``."""
+    from accelerate.utils import set_seed
+
     dataset = PairedDataset(cfg.data, seed=cfg.experiment.seed, train=True)
+    set_seed(cfg.experiment.seed)  # random initialisations are part of the run's determinism
     method = build_method(cfg)
     log.info("%s: %d samples (%s), trainable %s, frozen %s", cfg.method.name, len(dataset), cfg.data.conditions,
              list(method.trainable_modules()), list(method.frozen_modules()))

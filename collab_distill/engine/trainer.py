@@ -145,6 +145,9 @@ def train(method: Method, dataset: Dataset, collate: Callable[[list], dict], tra
         scheduler.step()
         step += 1
         bar.update()
+        if acc.num_processes > 1:  # log the mean over processes, not rank 0's share
+            mean = acc.reduce(torch.tensor(list(sums.values()), device=acc.device), "mean")
+            sums = dict(zip(sums, mean.tolist()))
         logs = {**sums, "lr": scheduler.get_last_lr()[0]}
         if acc.is_main_process and (step % train_cfg.log_every == 0 or step == total_steps):
             rate = (step - start) / (time.perf_counter() - t0)
