@@ -91,6 +91,8 @@ def train(method: Method, dataset: Dataset, collate: Callable[[list], dict], tra
     total_steps = train_cfg.max_steps or train_cfg.epochs * schedule.steps_per_epoch
     optimizer = build_optimizer(method, optim_cfg, vit_depth)
     scheduler = build_scheduler(optimizer, optim_cfg, total_steps)
+    if acc.num_processes > 1 and acc.device.type == "cuda":  # SyncBatchNorm is GPU-only
+        method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
     method.to(acc.device)
     model, optimizer = acc.prepare(method, optimizer)
     unwrapped: Method = acc.unwrap_model(model)
