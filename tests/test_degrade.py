@@ -65,12 +65,15 @@ def test_registries_list_every_degradation():
     assert available_lidar_degradations() == LIDAR_NAMES
 
 
-@pytest.mark.parametrize("call", [lambda: degrade_image(synthetic_images(1), "haze", 1),
-                                  lambda: degrade_lidar(synthetic_cloud(4, 8), "haze", 1)])
-def test_unknown_name_lists_valid_names(call):
-    with pytest.raises(ValueError, match=r"'haze'.*valid: fog, rain, snow") as info:
-        call()
-    assert "beam_dropout" in str(info.value) or "gaussian_noise" in str(info.value)
+@pytest.mark.parametrize("kind", ["image", "LiDAR"])
+def test_unknown_name_lists_valid_names(kind):
+    with pytest.raises(ValueError) as info:
+        if kind == "image":
+            degrade_image(synthetic_images(1), "haze", 1)
+        else:
+            degrade_lidar(synthetic_cloud(4, 8), "haze", 1)
+    valid = available_image_degradations() if kind == "image" else available_lidar_degradations()
+    assert str(info.value) == f"unknown {kind} degradation 'haze'; valid: {', '.join(valid)}"
 
 
 @pytest.mark.parametrize("severity", [0, 6, 2.5, True, "3"])

@@ -1,0 +1,162 @@
+"""Seeded image and LiDAR degradations by name and severity (1-5): the public entry points.
+
+Images are float ``(B, 3, H, W)`` or ``(3, H, W)`` in ``[0, 1]``; point clouds are ``(N, C)`` float in
+the sensor frame (``x, y, z, intensity[, ring, ...]``). The models and their severity tables live in
+:mod:`~collab_distill.data.degrade_image` and :mod:`~collab_distill.data.degrade_lidar`; the
+Markdown version is ``docs/degradations.md``.
+
+Randomness comes only from ``generator``: an ``int`` seed, a ``torch.Generator`` (advanced by the
+call), or ``None`` for a seed drawn from torch's global generator (so ``torch.manual_seed`` applies).
+The same seed on the same device gives identical output.
+
+Example::
+
+    foggy = degrade_image(images, "fog", severity=3, generator=0, depth=depth)
+    noisy = random_degradation(images, ["night", "rain", "gaussian_noise"], generator=rng).images
+    cloud, source = degrade_lidar(points, "fog", severity=2, generator=0)
+"""
+from __future__ import annotations
+
+import numbers
+from typing import NamedTuple, Sequence, TypeVar
+
+import torch
+from torch import Tensor
+
+from collab_distill.data.degrade_image import IMAGE_DEGRADATIONS, ImageDegradation
+from collab_distill.data.degrade_lidar import LIDAR_DEGRADATIONS, LidarDegradation, LidarDegraded
+
+__all__ = ["IMAGE_DEGRADATIONS", "LIDAR_DEGRADATIONS", "SEVERITIES", "LidarDegraded", "RandomDegraded",
+           "Seed", "available_image_degradations", "available_lidar_degradations", "degrade_image",
+           "degrade_lidar", "make_generator", "random_degradation"]
+
+SEVERITIES = (1, 2, 3, 4, 5)
+Seed = torch.Generator | int | None
+_Spec = TypeVar("_Spec", ImageDegradation, LidarDegradation)
+
+
+class RandomDegraded(NamedTuple):
+    """Output of :func:`random_degradation`: ``images`` ``(B, 3, H, W)``, the ``names`` (``B``) and
+    ``severities`` ``(B,)`` int64 applied to each image."""
+
+    images: Tensor
+    names: list[str]
+    severities: Tensor
+
+
+def available_image_degradations() -> list[str]:
+    """Names accepted by :func:`degrade_image`."""
+    return list(IMAGE_DEGRADATIONS)
+
+
+def available_lidar_degradations() -> list[str]:
+    """Names accepted by :func:`degrade_lidar`."""
+    return list(LIDAR_DEGRADATIONS)
+
+
+def make_generator(seed: Seed, device: torch.device | str) -> torch.Generator:
+    """A generator on ``device``: seeded from an int, derived from ``None`` (torch's global generator)
+    or from a generator on another device, or ``seed`` itself when it already lives on ``device``."""
+    device = torch.device(device)
+    if isinstance(seed, torch.Generator):
+        if seed.device.type == device.type:
+            return seed
+        seed = int(torch.randint(2**62, (1,), generator=seed, device=seed.device))
+    elif seed is None:
+        seed = int(torch.randint(2**62, (1,)))
+    return torch.Generator(device).manual_seed(int(seed))
+
+
+def _lookup(registry: dict[str, _Spec], kind: str, name: str, severity: int) -> _Spec:
+    if name not in registry:
+        raise ValueError(f"unknown {kind} degradation {name!r}; valid: {', '.join(registry)}")
+    if isinstance(severity, bool) or not isinstance(severity, numbers.Integral) or severity not in SEVERITIES:
+        raise ValueError(f"severity must be an integer in {SEVERITIES}, got {severity!r}")
+    return registry[name]
+
+
+def degrade_image(images: Tensor, name: str, severity: int, generator: Seed = None,
+                  depth: Tensor | None = None) -> Tensor:
+    """Apply the image degradation ``name`` at ``severity``.
+
+    Args:
+        images: ``(B, 3, H, W)`` or ``(3, H, W)`` float in ``[0, 1]``.
+        name: one of :func:`available_image_degradations`.
+        severity: 1 (mild) .. 5 (severe).
+        generator: seed, see the module docstring.
+        depth: optional ``(B, 1, H, W)`` (or ``(1, H, W)``) metric depth, used by depth-aware
+            degradations (fog) and ignored by the others.
+
+    Returns:
+        Tensor of the shape, dtype and device of ``images``, in ``[0, 1]``.
+    """
+    spec = _lookup(IMAGE_DEGRADATIONS, "image", name, severity)
+    single = images.ndim == 3
+    batch = images[None] if single else images
+    if batch.ndim != 4 or batch.shape[1] != 3 or not batch.is_floating_point():
+        raise ValueError(f"images must be float (B, 3, H, W) or (3, H, W), got {images.dtype} "
+                         f"{tuple(images.shape)}")
+    extra = {}
+    if spec.depth_aware and depth is not None:
+        depth = depth[None] if single else depth
+        if depth.shape != (batch.shape[0], 1, *batch.shape[2:]):
+            raise ValueError(f"depth must be (B, 1, H, W) = {(batch.shape[0], 1, *batch.shape[2:])}, "
+                             f"got {tuple(depth.shape)}")
+        extra["depth"] = depth
+    out = spec.apply(batch.float(), int(severity), make_generator(generator, batch.device), **extra)
+    out = out.clamp(0, 1).to(images.dtype)
+    return out[0] if single else out
+
+
+def random_degradation(images: Tensor, names: Sequence[str] | None = None,
+                       severities: Sequence[int] = SEVERITIES, generator: Seed = None,
+                       depth: Tensor | None = None) -> RandomDegraded:
+    """Degrade each image with a name and severity drawn uniformly from ``names`` (default: all) and
+    ``severities``, e.g. for the image-only baselines (a distorted student view, or two
+    independently degraded views with two calls).
+
+    Args:
+        images: ``(B, 3, H, W)`` float in ``[0, 1]``.
+        names: candidate degradations; default :func:`available_image_degradations`.
+        severities: candidate severities.
+        generator: seed, see the module docstring.
+        depth: optional ``(B, 1, H, W)`` metric depth for depth-aware degradations.
+    """
+    names = list(names) if names is not None else available_image_degradations()
+    if not names or not severities:
+        raise ValueError("random_degradation needs at least one name and one severity")
+    for name in names:                       # fail before drawing anything
+        for severity in severities:
+            _lookup(IMAGE_DEGRADATIONS, "image", name, severity)
+    rng = make_generator(generator, images.device)
+    b = images.shape[0]
+    name_index = torch.randint(len(names), (b,), generator=rng, device=images.device).cpu()
+    severity = torch.tensor(list(severities))[torch.randint(len(severities), (b,), generator=rng,
+                                                             device=images.device).cpu()]
+    out = images.clone()
+    for n, s in torch.unique(torch.stack([name_index, severity], 1), dim=0).tolist():
+        rows = torch.nonzero((name_index == n) & (severity == s)).squeeze(1).to(images.device)
+        out[rows] = degrade_image(images[rows], names[n], s, rng, None if depth is None else depth[rows])
+    return RandomDegraded(out, [names[i] for i in name_index.tolist()], severity)
+
+
+def degrade_lidar(points: Tensor, name: str, severity: int, generator: Seed = None) -> LidarDegraded:
+    """Apply the LiDAR degradation ``name`` at ``severity``.
+
+    Args:
+        points: ``(N, C)`` float, ``C >= 4``: ``x, y, z`` (metres, sensor frame), intensity, then
+            optionally the ring index and any further columns (carried along).
+        name: one of :func:`available_lidar_degradations`.
+        severity: 1 (mild) .. 5 (severe).
+        generator: seed, see the module docstring.
+
+    Returns:
+        :class:`LidarDegraded` ``(points (N', C), source (N',) int64)``: surviving points first in
+        their original order, then spurious ones; ``source`` is each output row's original row, or
+        ``-1`` for a spurious point. Re-index pairs and labels with it.
+    """
+    spec = _lookup(LIDAR_DEGRADATIONS, "LiDAR", name, severity)
+    if points.ndim != 2 or points.shape[1] < 4 or not points.is_floating_point():
+        raise ValueError(f"points must be float (N, C>=4) [x, y, z, intensity, ...], got {points.dtype} "
+                         f"{tuple(points.shape)}")
+    return spec.apply(points, int(severity), make_generator(generator, points.device))
