@@ -215,7 +215,9 @@ class PrepareSummary:
     """What a preparation produced; also written to ``summary.json``."""
 
     version: str
-    samples: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> condition -> count
+    samples: dict[str, dict[str, int]] = field(default_factory=dict)  # split -> condition tag -> count
+    totals: dict[str, int] = field(default_factory=dict)               # split -> samples (a night+rain
+                                                                       # sample counts once here)
     excluded: dict[str, int] = field(default_factory=dict)             # split -> samples left out
     problems: list[str] = field(default_factory=list)                  # "file: what is wrong"
     skipped: bool = False                                              # already complete: nothing done
@@ -225,7 +227,7 @@ class PrepareSummary:
         lines = [f"nuScenes {self.version}: prepared" + (" (already complete, nothing to do)" if self.skipped else "")]
         for split, counts in self.samples.items():
             per_cond = ", ".join(f"{c} {n}" for c, n in sorted(counts.items()))
-            lines.append(f"  {split}: {sum(counts.values())} samples ({per_cond}); "
+            lines.append(f"  {split}: {self.totals.get(split, 0)} samples (by tag: {per_cond}); "
                          f"excluded {self.excluded.get(split, 0)}")
         lines.append(f"  files missing or corrupt: {len(self.problems)}")
         lines += [f"    {p}" for p in self.problems[:20]]
@@ -256,7 +258,8 @@ def prepare(dataroot: Path, version: str, out: Path, workers: int = 2, overwrite
         done = json.loads(summary_path.read_text())
         if done.get("version") == version and done.get("dataroot") == str(dataroot) and all(
                 (out / f"infos_{s}.json").is_file() for s in splits):
-            return PrepareSummary(version, done["samples"], done["excluded"], done["problems"], skipped=True)
+            return PrepareSummary(version, done["samples"], done["totals"], done["excluded"], done["problems"],
+                                  skipped=True)
     from nuscenes.nuscenes import NuScenes
 
     try:
@@ -313,8 +316,10 @@ def _merge(out: Path, version: str, dataroot: Path, splits: dict[str, list[str]]
             "schema_version": SCHEMA_VERSION, "devkit_version": _devkit_version(), "nuscenes_version": version,
             "split": split, "dataroot": str(dataroot), "samples": records})
         summary.samples[split] = dict(counts)
+        summary.totals[split] = len(records)
         summary.excluded[split] = excluded
     write_json_atomic(out / "summary.json", {"version": version, "dataroot": str(dataroot),
-                                             "samples": summary.samples, "excluded": summary.excluded,
+                                             "samples": summary.samples, "totals": summary.totals,
+                                             "excluded": summary.excluded,
                                              "problems": summary.problems})
     return summary

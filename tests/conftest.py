@@ -57,3 +57,12 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory):
     root = tmp_path_factory.mktemp("synthetic") / "nuscenes"
     generate(load_config(config, schema=SyntheticConfig), root, progress=False)
     return root
+
+
+@pytest.fixture(scope="session")
+def synthetic_infos(synthetic_root):
+    """Folder with ``infos_train.json`` (clear) and ``infos_val.json`` (night+rain) of the tiny synthetic set."""
+    from data_prep.nuscenes_infos import prepare
+
+    prepare(synthetic_root, "v1.0-mini", synthetic_root / "infos", workers=1, progress=False)
+    return synthetic_root / "infos"

@@ -104,3 +104,18 @@ def test_cli_bad_dataroot_is_one_line(tmp_path):
                            str(tmp_path / "x"), "--out", str(tmp_path / "o")], capture_output=True, text=True)
     assert proc.returncode == 2
     assert proc.stderr.strip().count("\n") == 0 and "does not exist" in proc.stderr
+
+
+def test_prepare_synthetic_counts_match_and_check_passes(synthetic_root, tmp_path):
+    """On the synthetic world: the summary matches the devkit's own counts; multi-tag samples count once."""
+    from nuscenes.nuscenes import NuScenes
+
+    summary = prepare(synthetic_root, "v1.0-mini", tmp_path / "infos", workers=2, progress=False)
+    nusc = NuScenes("v1.0-mini", str(synthetic_root), verbose=False)
+    assert sum(summary.totals.values()) == len(nusc.sample) and not summary.problems
+    val = load_infos(tmp_path / "infos" / "infos_val.json")
+    assert summary.totals["val"] == len(val.samples)
+    assert summary.samples["val"] == {"night": len(val.samples), "rain": len(val.samples)}  # night+rain scene
+    assert all(s.lidarseg_path for s in val.samples)
+    result = check_infos(val, "v1.0-mini", 1, tmp_path / "check")
+    assert result.checked == 6 and result.same_kept_sets and result.max_error_px < 1e-3
