@@ -99,12 +99,11 @@ def main() -> None:
         stage1 = Path(tmp) / "stage1"
         # stage 2 needs stage-1 weights of the same architecture: export an untrained stage 1 quickly.
         from collab_distill.config import load_config
-        from collab_distill.engine.trainer import export_weights
         from collab_distill.methods.registry import build_method
 
         cfg = load_config(REPO / "configs" / "stage1" / "synthetic.yaml", [f"data.info_dir={args.info_dir}",
                                                                             *args.overrides])
-        export_weights(build_method(cfg), stage1 / "weights")
+        build_method(cfg).export(stage1 / "weights")
         for name, extra in VARIANTS.items():
             cmd = [sys.executable, __file__, "--child", "--info-dir", str(args.info_dir), "--device", args.device,
                    "--batch-size", str(args.batch_size), "--batches", str(args.batches), "--passes",

@@ -118,7 +118,7 @@ class TrainConfig:
 class MethodConfig:
     """The training method (``name``) and its loss weights; docs/methods.md explains each choice."""
 
-    name: Literal["stage1", "stage2", "asymmetric", "self_distill", "teacher_plus"] = "stage1"
+    name: Literal["teacher_pretrain", "stage1", "stage2", "asymmetric", "self_distill", "teacher_plus"] = "stage1"
     teacher_cache: bool = False          # stage1: cache teacher patch maps (fp16) per image; needs data.augment=false
     point_weights: str = ""              # stage2: folder with the stage-1 point_encoder/head .safetensors
     anchor_weight: float = 1.0           # stage2: point -> pixel (student at projected pixels vs 3D features)
@@ -132,6 +132,7 @@ class MethodConfig:
         "fog", "rain", "snow", "night", "gaussian_noise", "shot_noise", "motion_blur", "defocus_blur", "jpeg"])
     severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
     ema_momentum: float = 0.0            # self_distill/teacher_plus: >0 makes the teacher an EMA of the student
+    depth_weight: float = 1.0            # teacher_pretrain: weight of the log-depth L1 next to the class CE
 
 
 @dataclass

@@ -1,6 +1,7 @@
 """Training: every method's loss falls with frozen parts bit-identical; resume equals a straight run."""
 from __future__ import annotations
 
+import dataclasses
 import json
 import shutil
 
@@ -110,3 +111,16 @@ def test_resume_equals_straight_run(textured_infos_dir, tmp_path):
     for key in a:
         torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
     assert _losses(tmp_path / "a")[2:] == pytest.approx(_losses(tmp_path / "b"), rel=1e-5)
+
+
+def test_teacher_pretraining_learns_and_exports_a_timm_vit(synthetic_infos, tmp_path):
+    from collab_distill.models import ImageEncoder
+
+    cfg = _cfg("configs/teacher/synthetic.yaml", synthetic_infos, tmp_path, "train.max_steps=6", "optim.lr=2e-3",
+               "data.cameras=[all]")
+    method, _, (before, after) = _train(cfg)
+    assert after < before - 0.05, (before, after)
+    weights = tmp_path / "weights" / "teacher_vit.safetensors"
+    teacher = ImageEncoder(dataclasses.replace(cfg.model.image, weights=str(weights)), cfg.data.image_size).freeze()
+    images = torch.rand(1, 3, *cfg.data.image_size)
+    torch.testing.assert_close(teacher(images).patch[-1], method.encoder.eval()(images).patch[-1])

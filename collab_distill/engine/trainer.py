@@ -166,23 +166,10 @@ def train(method: Method, dataset: Dataset, collate: Callable[[list], dict], tra
                                 {"nonfinite_steps": nonfinite}, train_cfg.keep_last)
     bar.close()
     if acc.is_main_process:
-        export_weights(unwrapped, out_dir / "weights")
+        unwrapped.export(out_dir / "weights")
         if writer is not None:
             writer.close()
         metrics.close()
     acc.wait_for_everyone()
     acc.end_training()
     return TrainResult(step, {k: v for k, v in logs.items() if not math.isnan(v)}, nonfinite, out_dir)
-
-
-def export_weights(method: Method, out_dir: Path) -> list[Path]:
-    """One ``<module>.safetensors`` per trainable module (the run's ``config.yaml`` sits beside it)."""
-    from safetensors.torch import save_file
-
-    out_dir.mkdir(parents=True, exist_ok=True)
-    paths = []
-    for name, module in method.trainable_modules().items():
-        path = out_dir / f"{name}.safetensors"
-        save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(path))
-        paths.append(path)
-    return paths

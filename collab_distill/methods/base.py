@@ -4,7 +4,10 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+from pathlib import Path
+
 import torch
+from safetensors.torch import save_file
 from torch import nn
 
 from collab_distill.models.frozen import FreezableModule
@@ -70,6 +73,16 @@ class Method(nn.Module):
         for name in self.state_names():
             prefix = name + "."
             getattr(self, name).load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
+
+    def export(self, weights_dir: Path) -> list[Path]:
+        """Write one ``<module>.safetensors`` per trainable module to ``weights_dir``; returns the paths."""
+        weights_dir.mkdir(parents=True, exist_ok=True)
+        paths = []
+        for name, module in self.trainable_modules().items():
+            path = weights_dir / f"{name}.safetensors"
+            save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(path))
+            paths.append(path)
+        return paths
 
     def forward(self, batch: dict) -> MethodOutput:  # noqa: D102
         raise NotImplementedError

@@ -12,6 +12,10 @@ def build_method(cfg: RunConfig) -> Method:
         from collab_distill.methods.stage1 import Stage1
 
         return Stage1(cfg)
+    if name == "teacher_pretrain":
+        from collab_distill.methods.teacher_pretrain import TeacherPretrain
+
+        return TeacherPretrain(cfg)
     if name == "stage2":
         from collab_distill.methods.stage2 import Stage2
 
