@@ -7,11 +7,13 @@ A point at ``xyz`` belongs to the cell ``floor(xyz / voxel_size)`` of a world-an
 sample's cells are shifted by its minimum cell, rounded down to a multiple of :data:`GRID_ALIGN`,
 so indices are non-negative and strided convolutions group the same world cells whatever the
 sample's extent. Voxels are sorted by ``(batch, z, y, x)``: the result does not depend on the
-order of the points (up to float rounding of the means).
+order of the points, up to float rounding of the means (which on CUDA, where the sums use atomic
+adds, can also differ in the last bits from run to run; on CPU results are bit-reproducible).
 """
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -28,8 +30,6 @@ class Voxels:
         coords: ``(V, 4)`` int32 ``(batch, z, y, x)`` voxel indices, as spconv expects.
         features: ``(V, C)`` mean of the features of the points in each voxel.
         inverse: ``(N,)`` int64 voxel index of every point.
-        origin: ``(B, 3)`` int64 ``(x, y, z)`` world cell of voxel index 0 of each sample, i.e.
-            voxel ``(b, z, y, x)`` is world cell ``origin[b] + (x, y, z)``.
         spatial_shape: ``(Z, Y, X)`` grid extent over the batch, rounded up to multiples of
             :data:`GRID_ALIGN` so that every stride-2 level keeps every voxel.
         batch_size: ``B``.
@@ -38,9 +38,15 @@ class Voxels:
     coords: Tensor
     features: Tensor
     inverse: Tensor
-    origin: Tensor
     spatial_shape: tuple[int, int, int]
     batch_size: int
+
+    @classmethod
+    def from_batch(cls, batch: dict[str, Any]) -> Voxels:
+        """The voxels a collated batch carries (keys ``voxel_coords``, ``voxel_features``,
+        ``voxel_inverse``, ``voxel_shape``, ``offsets``; see ``collab_distill.data.collate``)."""
+        return cls(coords=batch["voxel_coords"], features=batch["voxel_features"], inverse=batch["voxel_inverse"],
+                   spatial_shape=tuple(int(s) for s in batch["voxel_shape"]), batch_size=len(batch["offsets"]))
 
 
 def offsets_to_batch(offsets: Tensor) -> Tensor:
@@ -71,8 +77,8 @@ def voxelize(points: Tensor, offsets: Tensor, voxel_size: float) -> Voxels:
     sample_min = torch.full((batch_size, 3), big, dtype=torch.long, device=points.device)
     sample_min = sample_min.scatter_reduce(0, batch[:, None].expand(-1, 3), cells, reduce="amin")
     sample_min = torch.where(sample_min == big, 0, sample_min)                    # empty samples
-    origin = torch.div(sample_min, GRID_ALIGN, rounding_mode="floor") * GRID_ALIGN
-    zyx = (cells - origin[batch]).flip(1)                                          # (N, 3) z, y, x
+    shift = torch.div(sample_min, GRID_ALIGN, rounding_mode="floor") * GRID_ALIGN
+    zyx = (cells - shift[batch]).flip(1)                                           # (N, 3) z, y, x
     extent = zyx.max(0).values + 1 if len(zyx) else zyx.new_ones(3)
     shape = (torch.div(extent + GRID_ALIGN - 1, GRID_ALIGN, rounding_mode="floor") * GRID_ALIGN).tolist()
 
@@ -87,5 +93,5 @@ def voxelize(points: Tensor, offsets: Tensor, voxel_size: float) -> Voxels:
 
     sums = points.new_zeros(num_voxels, points.shape[1]).index_add_(0, inverse, points)
     counts = torch.bincount(inverse, minlength=num_voxels).to(points.dtype)
-    return Voxels(coords=coords, features=sums / counts[:, None], inverse=inverse, origin=origin,
+    return Voxels(coords=coords, features=sums / counts[:, None], inverse=inverse,
                   spatial_shape=(int(shape[0]), int(shape[1]), int(shape[2])), batch_size=batch_size)

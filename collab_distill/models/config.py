@@ -37,8 +37,7 @@ class PointEncoderConfig:
     width is ``dec_widths[-1]``.
     """
 
-    in_channels: int = 4             # x, y, z, intensity
-    voxel_size: float = 0.1          # metres
+    in_channels: int = 4             # x, y, z, intensity (voxel means; the voxel size is data.voxel_size)
     stem_width: int = 16
     enc_widths: list[int] = field(default_factory=lambda: [16, 32, 64, 64])
     enc_depths: list[int] = field(default_factory=lambda: [1, 1, 1, 1])

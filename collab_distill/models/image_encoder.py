@@ -9,8 +9,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from dataclasses import dataclass, field
-from typing import Iterator, Sequence
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
 
 import timm
 import torch
@@ -39,7 +39,7 @@ class ImageFeatures:
 
     cls: Tensor
     patch: list[Tensor]
-    attn: list[Tensor] = field(default_factory=list)
+    attn: list[Tensor]
 
 
 class ImageEncoder(FreezableModule):
@@ -116,13 +116,14 @@ class ImageEncoder(FreezableModule):
             attn_blocks: blocks whose attention maps to return; none by default (then every block
                 keeps its fused attention kernel).
         """
-        blocks = self.cfg.blocks if blocks is None else blocks
+        blocks = [self._block_index(i) for i in (self.cfg.blocks if blocks is None else blocks)]
+        attn_blocks = [self._block_index(i) for i in attn_blocks]
+        taken = sorted(set(blocks)) or [self.depth - 1]          # timm needs one; the CLS comes from the last
         x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
-        with _capture_attention(self.vit, [self._block_index(i) for i in attn_blocks]) as attn:
-            final, patch = self.vit.forward_intermediates(
-                x, indices=[self._block_index(i) for i in blocks], norm=self.cfg.norm, output_fmt="NCHW")
-        return ImageFeatures(cls=final[:, 0], patch=patch,
-                             attn=[attn[self._block_index(i)] for i in attn_blocks])
+        with _capture_attention(self.vit, attn_blocks) as attn:
+            final, maps = self.vit.forward_intermediates(x, indices=taken, norm=self.cfg.norm, output_fmt="NCHW")
+        patch = dict(zip(taken, maps))
+        return ImageFeatures(cls=final[:, 0], patch=[patch[i] for i in blocks], attn=[attn[i] for i in attn_blocks])
 
     def _block_index(self, index: int) -> int:
         if not -self.depth <= index < self.depth:

@@ -1,9 +1,12 @@
-"""The LiDAR encoder: voxelise, run a spconv sparse UNet, read the features back per point.
+"""The LiDAR encoder: a spconv sparse UNet on voxels, read back per point through the inverse map.
 
 Architecture (SpUNet/MinkUNet style): a 3x3x3 submanifold stem; per encoder stage a stride-2
 sparse convolution then residual blocks; per decoder stage an inverse convolution back to the
 sites of the matching encoder level, concatenation with that level's features (skip) and residual
 blocks. Each convolution is followed by ``BatchNorm1d`` and ReLU.
+
+Input is the voxelisation of :mod:`collab_distill.data.voxelize` (done by the collate function, with
+``data.voxel_size``): ``encoder(Voxels.from_batch(batch))`` or ``encoder(voxelize(points, offsets, size))``.
 """
 from __future__ import annotations
 
@@ -11,17 +14,17 @@ import spconv.pytorch as sp
 import torch
 from torch import Tensor, nn
 
-from ..data.voxelize import GRID_ALIGN, voxelize
+from ..data.voxelize import GRID_ALIGN, Voxels
 from .config import PointEncoderConfig
 from .frozen import FreezableModule
 from .sparse_layers import down_conv, norm, stage, subm_conv, sync_algo, up_conv
 
 
 class PointEncoder(FreezableModule):
-    """Per-point features from offset-batched points.
+    """Per-point features from voxelised, offset-batched points.
 
     Args:
-        cfg: widths, depths, voxel size, input channels.
+        cfg: widths, depths, input channels.
         device: where the layers are built; the spconv algorithm follows the input's device at
             every call anyway (Native on CPU, implicit GEMM on CUDA).
 
@@ -65,20 +68,19 @@ class PointEncoder(FreezableModule):
     def out_channels(self) -> int:
         return self.cfg.dec_widths[-1] if self.cfg.dec_widths else self.cfg.stem_width
 
-    def forward(self, points: Tensor, offsets: Tensor) -> Tensor:
-        """Encode a batch of point clouds.
+    def forward(self, voxels: Voxels) -> Tensor:
+        """Encode a voxelised batch.
 
         Args:
-            points: ``(N, C)`` with ``C = cfg.in_channels``; columns 0-2 are ``x, y, z`` in metres.
-            offsets: ``(B,)`` cumulative end index of each sample (``offsets[-1] == N``).
+            voxels: ``coords (V, 4)``, ``features (V, cfg.in_channels)``, ``inverse (N,)``, grid shape, ``B``.
 
         Returns:
             ``(N, out_channels)`` features, each point getting those of its voxel.
         """
-        if points.shape[1] != self.cfg.in_channels:
-            raise ValueError(f"point encoder expects {self.cfg.in_channels} input channels, got {points.shape[1]}")
-        voxels = voxelize(points, offsets, self.cfg.voxel_size)
-        sync_algo(self, points.device)
+        if voxels.features.shape[1] != self.cfg.in_channels:
+            raise ValueError(f"point encoder expects {self.cfg.in_channels} input channels, "
+                             f"got {voxels.features.shape[1]}")
+        sync_algo(self, voxels.features.device)
         x = sp.SparseConvTensor(voxels.features, voxels.coords, list(voxels.spatial_shape), voxels.batch_size)
         x = self.stem(x)
         skips = [x]

@@ -17,14 +17,15 @@ import torch
 from torch import Tensor
 
 
-def sample_features(feature_map: Tensor, uv: Tensor, image_idx: Tensor, patch_size: int) -> Tensor:
+def sample_features(feature_map: Tensor, uv: Tensor, image_idx: Tensor, patch_size: float) -> Tensor:
     """Bilinearly sample token maps at pixel coordinates; outside the token centres, the border token.
 
     Args:
         feature_map: ``(B, D, h, w)`` patch-token maps (``h = H // patch_size``, ``w = W // patch_size``).
         uv: ``(P, 2)`` float pixel coordinates ``(u, v)`` in the image the map was computed from.
         image_idx: ``(P,)`` integer index into ``B`` of the image of each point.
-        patch_size: the ViT patch size in pixels.
+        patch_size: image pixels per token: the ViT patch size (or the stride of any map that
+            covers the image in a regular grid).
 
     Returns:
         ``(P, D)`` features, in ``feature_map``'s dtype; differentiable w.r.t. ``feature_map``.

@@ -1,7 +1,7 @@
 """spconv layer factory: one place that chooses the convolution algorithm for a device.
 
 spconv's default algorithm (``MaskImplicitGemm``) only runs on CUDA tensors; on CPU every layer
-must use ``ConvAlgo.Native`` (see ``docs/environment.md`` section 4). With spconv 2.3 all
+must use ``ConvAlgo.Native`` (see ``docs/install.md``). With spconv 2.3 all
 algorithms store weights in the same KRSC layout, so the algorithm is a plain attribute that
 :func:`sync_algo` can switch when a model's inputs change device. Normalisation is ``BatchNorm1d``
 on the voxel features, so ``nn.SyncBatchNorm.convert_sync_batchnorm`` converts it.
@@ -30,11 +30,9 @@ def sync_algo(module: nn.Module, device: torch.device | str) -> None:
             m.algo = algo
 
 
-def subm_conv(cin: int, cout: int, indice_key: str, device: torch.device | str = "cpu",
-              kernel_size: int = 3) -> sp.SubMConv3d:
-    """Submanifold convolution (output sites = input sites); layers sharing ``indice_key`` share rules."""
-    return sp.SubMConv3d(cin, cout, kernel_size, padding=kernel_size // 2, bias=False,
-                         indice_key=indice_key, algo=spconv_algo(device))
+def subm_conv(cin: int, cout: int, indice_key: str, device: torch.device | str = "cpu") -> sp.SubMConv3d:
+    """3x3x3 submanifold convolution (output sites = input sites); layers sharing ``indice_key`` share rules."""
+    return sp.SubMConv3d(cin, cout, 3, padding=1, bias=False, indice_key=indice_key, algo=spconv_algo(device))
 
 
 def down_conv(cin: int, cout: int, indice_key: str, device: torch.device | str = "cpu") -> sp.SparseConv3d:
