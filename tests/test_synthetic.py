@@ -11,6 +11,7 @@ import matplotlib
 import numpy as np
 import pytest
 import torch
+from PIL import Image
 
 from collab_distill import geometry as G
 from collab_distill.config import ConfigError, load_config
@@ -38,10 +39,13 @@ def _pose(nusc, sd: dict) -> tuple[np.ndarray, np.ndarray]:
 
 
 def _points_and_labels(nusc, root: Path, lidar_token: str) -> tuple[np.ndarray, np.ndarray]:
+    """``(N, 5)`` x, y, z, intensity, ring as stored, and the ``(N,)`` lidarseg labels (devkit readers)."""
     from nuscenes.utils.data_classes import LidarPointCloud
     from nuscenes.utils.data_io import load_bin_file
 
-    points = LidarPointCloud.from_file(str(root / nusc.get("sample_data", lidar_token)["filename"])).points.T
+    path = root / nusc.get("sample_data", lidar_token)["filename"]
+    points = np.fromfile(path, dtype=np.float32).reshape(-1, 5)
+    assert LidarPointCloud.from_file(str(path)).points.shape == (4, len(points))
     labels = load_bin_file(str(root / nusc.get("lidarseg", lidar_token)["filename"]))
     return points, labels
 
@@ -62,8 +66,6 @@ def test_devkit_loads_scenes_splits_and_sample_data(nusc, synthetic_root):
         assert set(sample["data"]) == set(CAMERAS) | {"LIDAR_TOP"}
         path, boxes, k = nusc.get_sample_data(sample["data"]["CAM_FRONT"])
         assert Path(path).is_file() and k.shape == (3, 3) and k[0, 0] > 100
-        from PIL import Image
-
         sd = nusc.get("sample_data", sample["data"]["CAM_FRONT"])
         assert Image.open(path).size == (sd["width"], sd["height"]) == (224, 126)
         lidar_path, lidar_boxes, _ = nusc.get_sample_data(sample["data"]["LIDAR_TOP"])
@@ -90,8 +92,6 @@ def test_lidarseg_labels_match_points(nusc, synthetic_root):
 
 
 def test_devkit_renders_pngs(nusc, tmp_path):
-    from PIL import Image
-
     sample = nusc.sample[0]
     outputs = {
         "pc_in_image.png": lambda p: nusc.render_pointcloud_in_image(
@@ -141,10 +141,10 @@ def test_annotations_are_chained_and_hold_their_points(nusc, synthetic_root):
             assert min(ann["size"]) > 0.03 and ann["visibility_token"] in {"1", "2", "3", "4"}
             if ann["num_lidar_pts"] < 5:
                 continue
-            box.wlh = box.wlh + 0.1  # range noise
+            box.wlh = box.wlh + 0.3  # range noise along grazing rays
             inside = points_in_box(box, points[:, :3].T)
             name = categories[ann["instance_token"]]
-            assert inside.sum() >= ann["num_lidar_pts"]
+            assert inside.sum() >= 0.98 * ann["num_lidar_pts"]
             assert (labels[inside] == taxonomy.NAME_TO_INDEX[name]).sum() >= 0.9 * ann["num_lidar_pts"], name
             checked += 1
     assert checked > 10
@@ -198,14 +198,19 @@ def _projection_stats(nusc, root: Path, full_chain: bool) -> tuple[float, float,
     return visible / total, agree / visible, int(visible)
 
 
-def test_projected_points_land_on_their_class(nusc, synthetic_root):
-    visible, agree, count = _projection_stats(nusc, synthetic_root, full_chain=True)
+@pytest.fixture(scope="module")
+def full_chain_stats(nusc, synthetic_root) -> tuple[float, float, int]:
+    return _projection_stats(nusc, synthetic_root, full_chain=True)
+
+
+def test_projected_points_land_on_their_class(full_chain_stats):
+    visible, agree, count = full_chain_stats
     assert count > 50_000
     assert visible > 0.85  # most points are seen by the camera at their own depth
     assert agree > 0.95, f"class agreement {agree:.4f}"
 
 
-def test_projection_without_global_round_trip_is_wrong(nusc, synthetic_root):
+def test_projection_without_global_round_trip_is_wrong(nusc, synthetic_root, full_chain_stats):
     shifts = []
     for sample in nusc.sample:
         points, _ = _points_and_labels(nusc, synthetic_root, sample["data"]["LIDAR_TOP"])
@@ -217,15 +222,13 @@ def test_projection_without_global_round_trip_is_wrong(nusc, synthetic_root):
             shifts.append((uv_full - uv_naive).norm(dim=-1)[inside].numpy())
     shifts = np.concatenate(shifts)
     assert np.median(shifts) > 1.0 and np.percentile(shifts, 90) > 3.0, np.percentile(shifts, [50, 90])
-    visible_full, _, _ = _projection_stats(nusc, synthetic_root, full_chain=True)
+    visible_full, _, _ = full_chain_stats
     visible_naive, _, _ = _projection_stats(nusc, synthetic_root, full_chain=False)
     assert visible_naive < visible_full - 0.04, (visible_full, visible_naive)
 
 
 # ----------------------------------------------------------------------------- conditions and pairs
 def test_paired_clear_renders(nusc, synthetic_root):
-    from PIL import Image
-
     for sample in nusc.sample:
         adverse = "night" in nusc.get("scene", sample["scene_token"])["description"]
         folder = synthetic_root / "paired_clear" / sample["token"]
@@ -288,21 +291,69 @@ def test_weather_physics_on_a_synthetic_sweep():
     assert far(kept["rain"]) < far(kept["clear"])
 
 
+def test_fog_hides_far_contrast_but_not_near():
+    from data_prep.synthetic.config import WeatherConfig
+    from data_prep.synthetic.render import GBuffer
+    from data_prep.synthetic.shading import Lighting
+    from data_prep.synthetic.weather import atmosphere_for, camera_image
+
+    width, height = 64, 32
+    n = width * height
+    u = np.tile(np.arange(width), height)
+    distance = np.where(u < width // 2, 5.0, 150.0).astype(np.float32)  # left near, right far
+    gbuf = GBuffer((width, height), depth=distance, tri=np.zeros(n, np.int64), normal=np.zeros((n, 3), np.float32),
+                   points=np.zeros((n, 3), np.float32), view=np.zeros((n, 3), np.float32), distance=distance)
+    stripes = np.where((u // 2) % 2 == 0, 0.05, 0.8).astype(np.float32).reshape(height, width)
+    radiance = np.repeat(stripes[..., None], 3, axis=-1)
+    k = np.array([[50.0, 0, width / 2], [0, 50.0, height / 2], [0, 0, 1]])
+    grey = np.full(3, 0.6)
+    lighting = Lighting(sun=np.array([0, 0, 1.0]), sun_rgb=grey, ambient_rgb=grey, sky_zenith=grey, sky_horizon=grey)
+
+    def contrast(cond: str) -> tuple[float, float]:
+        atm = atmosphere_for(Condition.parse(cond), WeatherConfig(), np.random.default_rng(0))
+        img = camera_image(radiance, gbuf, k, atm, lighting, np.random.default_rng(0)).astype(np.float32)
+        return img[:, : width // 2].std(), img[:, width // 2:].std()
+
+    clear_near, clear_far = contrast("clear")
+    fog_near, fog_far = contrast("fog")
+    assert abs(clear_near - clear_far) < 5  # no atmosphere: distance does not matter
+    assert fog_far < 0.1 * clear_far and fog_near > 0.5 * clear_near  # Koschmieder: exp(-beta d)
+
+
 # ----------------------------------------------------------------------------- determinism and CLI
 def _digest(root: Path) -> dict[str, str]:
     return {str(p.relative_to(root)): hashlib.sha256(p.read_bytes()).hexdigest()
             for p in sorted(root.rglob("*")) if p.is_file()}
 
 
-def _cli(*args: str) -> subprocess.CompletedProcess:
-    return subprocess.run([sys.executable, str(REPO / "tools" / "make_synthetic.py"), *args], capture_output=True,
-                          text=True, cwd=REPO)
+@pytest.fixture(scope="module")
+def make_synthetic():
+    """``tools/make_synthetic.py`` loaded as a module: ``run(*argv) -> (exit code, stdout, stderr)``."""
+    import contextlib
+    import importlib.util
+    import io
+
+    spec = importlib.util.spec_from_file_location("make_synthetic_tool", REPO / "tools" / "make_synthetic.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+
+    def run(*argv: str) -> tuple[int, str, str]:
+        out, err = io.StringIO(), io.StringIO()
+        with contextlib.redirect_stdout(out), contextlib.redirect_stderr(err):
+            try:
+                code = tool.main(list(argv))
+            except SystemExit as exc:  # argparse
+                code = exc.code
+        return code, out.getvalue(), err.getvalue()
+
+    return run
 
 
-def test_same_seed_gives_identical_files(synthetic_root, tmp_path):
-    proc = _cli("--out", str(tmp_path / "again"), "--config", str(REPO / "configs/synthetic/tiny.yaml"), "--quiet")
-    assert proc.returncode == 0, proc.stderr
-    assert "4 samples, 24 camera images" in proc.stdout
+def test_same_seed_gives_identical_files(synthetic_root, tmp_path, make_synthetic):
+    code, out, err = make_synthetic("--out", str(tmp_path / "again"), "--config",
+                                    str(REPO / "configs/synthetic/tiny.yaml"), "--quiet")
+    assert code == 0, err
+    assert "4 samples, 24 camera images" in out
     first, second = _digest(synthetic_root), _digest(tmp_path / "again")
     assert len(first) > 60 and first == second
 
@@ -323,27 +374,35 @@ def test_different_seed_gives_different_world(tmp_path):
     (["--conditions", "clear", "drizzle"], "unknown condition 'drizzle'"),
     (["--image-size", "0", "126"], "image size must be positive"),
     (["--image-size", "224", "-3"], "image size must be positive"),
+    (["--image-size", "224"], "argument --image-size: expected 2 arguments"),
     (["--scenes", "11"], "has 10 official scene names"),
     (["--workers", "0"], "--workers must be at least 1"),
+    (["--set", "weather.fogg=1"], "unknown key 'weather.fogg'"),
 ])
-def test_bad_input_is_one_clear_line(tmp_path, args, message):
-    proc = _cli("--out", str(tmp_path / "out"), *args)
-    lines = [line for line in proc.stderr.splitlines() if line.strip()]
-    assert proc.returncode == 2 and len(lines) == 1 and message in lines[0], proc.stderr
+def test_bad_input_is_one_clear_line(tmp_path, make_synthetic, args, message):
+    code, _, err = make_synthetic("--out", str(tmp_path / "out"), *args)
+    lines = [line for line in err.splitlines() if line.strip()]
+    assert code == 2 and len(lines) == 1 and message in lines[0], err
     assert not (tmp_path / "out").exists()
 
 
-def test_output_folder_is_never_silently_overwritten(tmp_path):
+def test_cli_exit_code_in_a_process(tmp_path):
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "make_synthetic.py"), "--out", str(tmp_path / "o"),
+                           "--image-size", "0", "10"], capture_output=True, text=True, cwd=REPO)
+    assert proc.returncode == 2 and proc.stderr.strip().count("\n") == 0 and "image size" in proc.stderr
+
+
+def test_output_folder_is_never_silently_overwritten(tmp_path, make_synthetic):
     blocker = tmp_path / "file.txt"
     blocker.write_text("x")
-    proc = _cli("--out", str(blocker / "sub"))
-    assert proc.returncode == 2 and "not writable" in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
+    code, _, err = make_synthetic("--out", str(blocker / "sub"))
+    assert code == 2 and "not writable" in err and len(err.strip().splitlines()) == 1
     existing = tmp_path / "data"
     existing.mkdir()
     (existing / "keep.txt").write_text("precious")
-    for extra in ([], ["--overwrite"]):
-        proc = _cli("--out", str(existing), *extra)
-        assert proc.returncode == 2 and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
+    for extra, reason in (([], "pass --overwrite"), (["--overwrite"], "not made by this generator")):
+        code, _, err = make_synthetic("--out", str(existing), *extra)
+        assert code == 2 and reason in err and len(err.strip().splitlines()) == 1, err
     assert (existing / "keep.txt").read_text() == "precious"
     (existing / "synthetic_config.yaml").write_text("{}\n")
     check_output_dir(existing, overwrite=True)  # a folder this tool made may be replaced

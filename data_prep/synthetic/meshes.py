@@ -62,6 +62,11 @@ class TriMesh:
         return TriMesh(self.vertices @ pose[:3, :3].T + pose[:3, 3], self.triangles, self.category,
                        self.material, self.color, self.instance)
 
+    def mirrored(self) -> "TriMesh":
+        """A copy reflected through the x-z plane (y -> -y), with the winding kept outward."""
+        return TriMesh(self.vertices * [1, -1, 1], self.triangles[:, [0, 2, 1]], self.category, self.material,
+                       self.color, self.instance)
+
     def with_instance(self, instance: int) -> "TriMesh":
         """A copy whose triangles all belong to object ``instance``."""
         return TriMesh(self.vertices, self.triangles, self.category, self.material, self.color,
@@ -84,10 +89,6 @@ class MeshBuilder:
             category=np.full(n, category, np.uint8), material=np.full(n, material, np.uint8),
             color=np.tile(np.asarray(color, np.float32), (n, 1)), instance=np.full(n, instance, np.int32)))
 
-    def add_mesh(self, mesh: TriMesh) -> None:
-        """Append an already built mesh."""
-        self._parts.append(mesh)
-
     def build(self) -> TriMesh:
         return TriMesh.concat(self._parts)
 
@@ -101,14 +102,6 @@ def pose2d(x: float, y: float, z: float = 0.0, yaw: float = 0.0) -> np.ndarray:
     out = np.eye(4)
     out[:2, :2] = [[c, -s], [s, c]]
     out[:3, 3] = (x, y, z)
-    return out
-
-
-def rot_x(angle: float) -> np.ndarray:
-    """``(4, 4)`` rotation about +x by ``angle`` radians."""
-    c, s = np.cos(angle), np.sin(angle)
-    out = np.eye(4)
-    out[1:3, 1:3] = [[c, -s], [s, c]]
     return out
 
 
