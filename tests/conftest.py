@@ -60,9 +60,11 @@ def synthetic_root(tmp_path_factory: pytest.TempPathFactory):
 
 
 @pytest.fixture(scope="session")
-def synthetic_infos(synthetic_root):
-    """Folder with ``infos_train.json`` (clear) and ``infos_val.json`` (night+rain) of the tiny synthetic set."""
+def synthetic_infos(synthetic_root, tmp_path_factory: pytest.TempPathFactory):
+    """Folder with ``infos_train.json`` (clear) and ``infos_val.json`` (night+rain) of the tiny synthetic set
+    (written outside ``synthetic_root``, which stays as the generator wrote it)."""
     from data_prep.nuscenes_infos import prepare
 
-    prepare(synthetic_root, "v1.0-mini", synthetic_root / "infos", workers=1, progress=False)
-    return synthetic_root / "infos"
+    out = tmp_path_factory.mktemp("synthetic_infos")
+    prepare(synthetic_root, "v1.0-mini", out, workers=1, progress=False)
+    return out

@@ -355,7 +355,8 @@ def test_same_seed_gives_identical_files(synthetic_root, tmp_path, make_syntheti
     assert code == 0, err
     assert "4 samples, 24 camera images" in out
     first, second = _digest(synthetic_root), _digest(tmp_path / "again")
-    assert len(first) > 60 and first == second
+    # Compare what the generator writes; other test files may add derived files (infos) to the fixture.
+    assert len(second) > 60 and {name: first.get(name) for name in second} == second
 
 
 def test_different_seed_gives_different_world(tmp_path):

@@ -209,8 +209,7 @@ class _SceneJob:
         self.plan, self.cfg, self.root = plan, cfg, root
         scene_rng, self.lidar_rng, self.cam_rng, self.clear_rng, weather_rng = (
             np.random.default_rng([plan.seed, k]) for k in range(5))
-        self.scene = build_scene(plan.name, plan.condition, plan.layout, plan.location, cfg.samples_per_scene,
-                                 scene_rng)
+        self.scene = build_scene(plan.condition, plan.layout, plan.location, cfg.samples_per_scene, scene_rng)
         self.atm = atmosphere_for(plan.condition, cfg.weather, weather_rng)
         self.lighting = lighting_for(self.atm, self.scene)
         self.paired = cfg.paired_clear and plan.condition.adverse

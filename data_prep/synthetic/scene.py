@@ -24,6 +24,7 @@ class Scene:
     """Everything needed to render one scene.
 
     Attributes:
+        description: the nuScenes scene description, e.g. ``Synthetic street, night, rain, intersection``.
         static: the non-moving world (instance -1).
         agents: movable objects; agent ``i`` has instance id ``i`` in :meth:`mesh_at`.
         lamps: ``(L, 3)`` street-lamp positions (scene frame).
@@ -32,11 +33,7 @@ class Scene:
         footprints: ``(K, 2)`` polygons (scene frame) of road and sidewalk, for the map image.
     """
 
-    name: str
     description: str
-    condition: Condition
-    location: str
-    layout: str
     static: TriMesh
     agents: list[Agent]
     ego: EgoPath
@@ -54,12 +51,11 @@ class Scene:
 # --------------------------------------------------------------------------------------------
 # Entry point
 # --------------------------------------------------------------------------------------------
-def build_scene(name: str, condition: Condition, layout: str, location: str, num_samples: int,
-                rng: np.random.Generator) -> Scene:
+def build_scene(condition: Condition, layout: str, location: str, num_samples: int, rng: np.random.Generator
+                ) -> Scene:
     """Build one seeded scene.
 
     Args:
-        name: nuScenes scene name (``scene-0061``).
         condition: clear/night/weather, written into the description.
         layout: one of :data:`LAYOUTS`.
         location: nuScenes log location; Singapore locations drive on the left.
@@ -94,8 +90,7 @@ def build_scene(name: str, condition: Condition, layout: str, location: str, num
     sun = np.array([np.cos(elevation) * np.cos(azimuth), np.cos(elevation) * np.sin(azimuth), np.sin(elevation)])
     place = "parking lot" if layout == "parking" else "street"
     description = f"Synthetic {place}, {', '.join(condition.words)}, {details}"
-    return Scene(name=name, description=description, condition=condition, location=location, layout=layout,
-                 static=static, agents=agents, ego=ego, lamps=lamps, sun=sun,
+    return Scene(description=description, static=static, agents=agents, ego=ego, lamps=lamps, sun=sun,
                  scene2global=_scene_to_global(ego, duration, rng), footprints=footprints)
 
 
