@@ -96,8 +96,12 @@ def _schema_of(path: Path):
         from collab_distill.probe.config import ProbeConfig
 
         return ProbeConfig
+    if folder == "probe_lidar":
+        from collab_distill.probe.lidar import LidarProbeConfig
+
+        return LidarProbeConfig
     if folder == "asvp":
-        from collab_distill.defense.config import ASVPStudyConfig
+        from collab_distill.defense.study import ASVPStudyConfig
 
         return ASVPStudyConfig
     return RunConfig
