@@ -1,0 +1,10 @@
+"""Defenses of released models against unauthorised distillation: ASVP (docs/asvp.md).
+
+Modules: ``asvp`` (the perturbation and the teacher wrapper), ``encoder_study`` (the defense on a
+ViT encoder, scored with the linear probe), ``study`` (``tools/asvp_study.py``: data, both parts, tables).
+"""
+from .asvp import (ASVPConfig, ASVPDefense, DefendedOutput, Placement, Solver, Spectrum, View, adaptive_rank,
+                   as_matrices, perturb, short_side, spectrum)
+
+__all__ = ["ASVPConfig", "ASVPDefense", "DefendedOutput", "Placement", "Solver", "Spectrum", "View", "adaptive_rank",
+           "as_matrices", "perturb", "short_side", "spectrum"]

@@ -1,0 +1,11 @@
+"""Linear probes on frozen image encoders (DINOv2 protocols), per condition, and feature fidelity.
+
+Modules: ``config`` (schema), ``data`` (views with dense targets), ``encoder`` (loading, features),
+``features`` (precomputed bank), ``heads`` (heads, depth losses), ``metrics`` (mIoU, depth errors),
+``train`` (loop, per-condition evaluation), ``fidelity``, ``showcase``, ``results`` (JSON schema),
+``run`` (one run from a config), ``cli`` (the tools' command line). See docs/probes.md.
+"""
+from .config import ProbeConfig, ProbeError
+from .metrics import ConfusionMatrix, DepthMetrics
+
+__all__ = ["ConfusionMatrix", "DepthMetrics", "ProbeConfig", "ProbeError"]

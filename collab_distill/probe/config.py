@@ -1,0 +1,126 @@
+"""The probe schema: :class:`ProbeConfig` (``configs/probe/*.yaml``), loaded with
+``collab_distill.config.load_config(path, overrides, schema=ProbeConfig)``.
+
+One schema serves both tasks; ``task`` says which head is trained. The data section describes the
+*training* set (``data.split``, ``data.conditions``: ``[clear]`` trains on clear scenes only, the
+robustness-gap setting); ``eval`` describes the evaluation set, always reported per condition tag.
+Every field here is written into each result JSON (the probe recipe).
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Literal
+
+from collab_distill.config import DataConfig, ExperimentConfig
+from collab_distill.models.config import ModelConfig
+
+
+class ProbeError(ValueError):
+    """A probe set-up that cannot run; the message says what to change."""
+
+
+@dataclass
+class ProbeHeadConfig:
+    """Which encoder features the linear head reads, and the head itself.
+
+    DINOv2 protocols: seg ``linear`` = ``blocks [-1], norm true, cls_token false, upsample 1,
+    batch_norm true``; ``+ms`` = ``blocks [-4, -3, -2, -1]``; depth ``lin.1`` = ``blocks [-1],
+    norm false, cls_token true, upsample 4, batch_norm false``; ``lin.4`` = four evenly spaced blocks.
+    """
+
+    blocks: list[int] = field(default_factory=lambda: [-1])  # concatenated; negative counts from the end
+    norm: bool = True                # final LayerNorm on the tokens of every block
+    cls_token: bool = False          # concatenate each block's CLS token to every patch token
+    upsample: int = 1                # bilinear upsampling of the token map before the 1x1 conv
+    batch_norm: bool = True          # BatchNorm2d before the 1x1 conv
+    num_bins: int = 256              # depth: uniform bins in [min_depth, max_depth]
+    min_depth: float = 0.001         # depth: metres; predictions are clamped to the range at evaluation
+    max_depth: float = 80.0          # depth: metres; also the largest ground truth that counts
+
+
+@dataclass
+class ProbeTrainConfig:
+    """The head's optimisation: AdamW, linear warm-up then cosine decay, per iteration."""
+
+    iterations: int = 1000
+    batch_size: int = 8              # images per step
+    lr: float = 1.0e-3
+    weight_decay: float = 1.0e-4
+    warmup: int = 50                 # iterations of linear warm-up
+    gradient_loss_weight: float = 0.5  # depth: SigLoss + w * gradient loss
+    max_samples: int = 0             # >0: a seeded subset of the training samples (keyframes or folder images)
+    feature_batch: int = 2           # samples per encoder call (a keyframe brings each of its cameras)
+
+
+@dataclass
+class ProbeEvalConfig:
+    """The evaluation set (nuScenes-format data: info files of ``split``) and what else to measure."""
+
+    split: str = "val"
+    conditions: list[str] = field(default_factory=lambda: ["all"])  # samples evaluated; results are per tag
+    fidelity: bool = True            # cosine between the encoder (adverse) and the teacher (clear render)
+    showcase: int = 2                # views per condition set saved for the report's figures (0: none)
+
+
+@dataclass
+class GroundTruthConfig:
+    """How projected LiDAR points become sparse per-pixel ground truth (nuScenes-format data)."""
+
+    drop_noise_depth: bool = True    # drop points labelled lidarseg 'noise' (rain, fog, snow returns) from depth
+
+
+@dataclass
+class FolderConfig:
+    """A generic folder set instead of nuScenes-format data (see docs/probes.md for the layout)."""
+
+    root: str = ""                   # non-empty: read <root>/<split>/images + labels/ or depth/
+    num_classes: int = 0             # seg: number of classes (label values 0..num_classes-1)
+    class_names: list[str] = field(default_factory=list)
+    ignore_index: int = 255          # seg: label value of unlabelled pixels
+    depth_scale: float = 256.0       # depth: PNG value per metre (KITTI 256, NYUv2 1000); 0 = invalid
+
+
+@dataclass
+class ProbeConfig:
+    """Top-level schema of a probe run (``tools/probe_seg.py``, ``tools/probe_depth.py``)."""
+
+    task: Literal["seg", "depth"] = "seg"
+    experiment: ExperimentConfig = field(default_factory=lambda: ExperimentConfig(name="", output_dir="runs/probes"))
+    encoder: str = ""                # weights probed; "" = model.image.weights (the teacher itself)
+    data: DataConfig = field(default_factory=lambda: DataConfig(conditions=["all"], cameras=["all"]))
+    model: ModelConfig = field(default_factory=ModelConfig)  # model.image: architecture + teacher weights
+    head: ProbeHeadConfig = field(default_factory=ProbeHeadConfig)
+    train: ProbeTrainConfig = field(default_factory=ProbeTrainConfig)
+    eval: ProbeEvalConfig = field(default_factory=ProbeEvalConfig)
+    gt: GroundTruthConfig = field(default_factory=GroundTruthConfig)
+    folder: FolderConfig = field(default_factory=FolderConfig)
+
+
+def protocol_name(cfg: ProbeConfig) -> str:
+    """The DINOv2 protocol ``cfg`` reproduces (``linear``, ``linear+ms``, ``lin.1``, ``lin.4``) or ``custom``."""
+    h = cfg.head
+    if cfg.task == "seg" and h.norm and not h.cls_token and h.upsample == 1 and h.batch_norm:
+        return {(-1,): "linear", (-4, -3, -2, -1): "linear+ms"}.get(tuple(h.blocks), "custom")
+    if cfg.task == "depth" and not h.norm and h.cls_token and h.upsample == 4 and not h.batch_norm:
+        return {1: "lin.1", 4: "lin.4"}.get(len(h.blocks), "custom")
+    return "custom"
+
+
+def check_probe_config(cfg: ProbeConfig, patch_size: int = 14) -> None:
+    """Raise :class:`ProbeError` for settings that would fail later (or silently mean nothing)."""
+    height, width = cfg.data.image_size
+    if height % patch_size or width % patch_size:
+        raise ProbeError(f"data.image_size {[height, width]} must be multiples of the patch size {patch_size}")
+    if cfg.train.iterations < 1 or cfg.train.batch_size < 1:
+        raise ProbeError("train.iterations and train.batch_size must be >= 1")
+    if cfg.head.upsample < 1 or not cfg.head.blocks:
+        raise ProbeError("head.upsample must be >= 1 and head.blocks non-empty")
+    if cfg.task == "depth" and not 0 < cfg.head.min_depth < cfg.head.max_depth:
+        raise ProbeError(f"depth range needs 0 < head.min_depth < head.max_depth, got "
+                         f"{cfg.head.min_depth}, {cfg.head.max_depth}")
+    if cfg.task == "depth" and cfg.head.num_bins < 2:
+        raise ProbeError("head.num_bins must be >= 2")
+    if cfg.eval.fidelity and not cfg.folder.root and not cfg.model.image.weights:
+        raise ProbeError("eval.fidelity needs the teacher: set model.image.weights (--teacher) or eval.fidelity=false")
+    if cfg.folder.root and cfg.task == "seg" and cfg.folder.num_classes < 1:
+        raise ProbeError("folder.num_classes must be set for a segmentation folder set")

@@ -1,0 +1,209 @@
+"""Probe views: images with dense per-pixel targets, from nuScenes-format info files or a folder.
+
+A :class:`ProbeView` is one image at the probe resolution with ``label (H, W)`` uint8 class indices
+(``IGNORE`` = unlabelled) and/or ``depth (H, W)`` float32 metres (0 = no ground truth).
+
+* nuScenes format (:class:`NuScenesViews`): lidarseg points projected into the images, the 32 fine
+  classes mapped to the 16 lidarseg evaluation classes (``ignore`` -> ``IGNORE``); per pixel the
+  nearest point wins (a pixel-level z-buffer), for both labels and depth. Adverse samples carry their
+  paired clear render (``<dataroot>/paired_clear/<token>/<CAMERA>.jpg``) as ``reference``, clear
+  samples themselves.
+* Folder (:class:`FolderViews`), for out-of-domain sets a user owns (KITTI, NYUv2, Cityscapes, ADE20K)::
+
+      <root>/<split>/images/<name>.jpg|.png
+      <root>/<split>/labels/<name>.png      segmentation: class index per pixel, ignore_index elsewhere
+      <root>/<split>/depth/<name>.png       depth: uint16, value / depth_scale = metres, 0 = invalid
+      <root>/<split>/conditions.json        optional: {"<name>": ["night", ...]}
+
+Every image is resized to cover the probe size and centre-cropped (``data.transforms.load_image``);
+targets follow with nearest-neighbour resampling of the same geometry.
+"""
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+from PIL import Image
+from torch import Tensor
+from torch.utils.data import Dataset
+
+from collab_distill.config import DataConfig
+from collab_distill.data.dataset import CONDITION_TAGS, PairedDataset
+from collab_distill.data.transforms import load_image
+from collab_distill.probe.config import FolderConfig, ProbeError
+from data_prep.synthetic.taxonomy import COARSE_CLASSES, NAME_TO_INDEX, fine_to_coarse_lut
+
+IGNORE = 255
+#: The 16 lidarseg evaluation classes; probe label ``i`` is coarse class ``i + 1``.
+LIDARSEG_CLASSES: tuple[str, ...] = COARSE_CLASSES[1:]
+NOISE_INDEX = NAME_TO_INDEX["noise"]
+IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+
+
+@dataclass
+class ProbeView:
+    """One image and its ground truth at the probe resolution ``(H, W)``.
+
+    Attributes:
+        image: ``(3, H, W)`` float in [0, 1].
+        label: ``(H, W)`` uint8 class index, ``IGNORE`` where unlabelled; None for a depth-only set.
+        depth: ``(H, W)`` float32 metres, 0 where unknown; None for a segmentation-only set.
+        tags: condition tags (``CONDITION_TAGS`` members, possibly none).
+        name: ``<sample token>/<CAMERA>`` or the file stem.
+        reference: ``(3, H, W)`` clear image of the same view (paired clear render, or the image itself
+            when it is clear), when asked for and available.
+    """
+
+    image: Tensor
+    label: Tensor | None
+    depth: Tensor | None
+    tags: tuple[str, ...]
+    name: str
+    reference: Tensor | None = None
+
+
+def collate_views(items: list[list[ProbeView]]) -> list[ProbeView]:
+    """``collate_fn``: the per-item lists of views, flattened."""
+    return [view for item in items for view in item]
+
+
+def rasterize_points(uv: Tensor, image_idx: Tensor, depth: Tensor, labels: Tensor | None, num_images: int,
+                     size: tuple[int, int]) -> tuple[Tensor | None, Tensor]:
+    """Nearest point per pixel -> dense maps.
+
+    Args:
+        uv: ``(P, 2)`` float pixel coordinates (column, row), inside the image.
+        image_idx: ``(P,)`` image of each point.
+        depth: ``(P,)`` metres (> 0).
+        labels: ``(P,)`` class per point (``IGNORE`` allowed) or None.
+        num_images: ``M``.
+        size: ``(H, W)``.
+
+    Returns:
+        ``label (M, H, W)`` uint8 (``IGNORE`` where no point; None without ``labels``) and
+        ``depth (M, H, W)`` float32 (0 where no point); at a pixel hit by several points, the nearest.
+    """
+    height, width = size
+    cols = uv[:, 0].round().long().clamp(0, width - 1)
+    rows = uv[:, 1].round().long().clamp(0, height - 1)
+    key = (image_idx.long() * height + rows) * width + cols
+    by_depth = torch.argsort(depth, stable=True)
+    order = by_depth[torch.argsort(key[by_depth], stable=True)]  # by pixel, nearest first
+    first = torch.ones(len(order), dtype=torch.bool)
+    first[1:] = key[order[1:]] != key[order[:-1]]
+    nearest = order[first]
+    depth_map = torch.zeros(num_images * height * width, dtype=torch.float32)
+    depth_map[key[nearest]] = depth[nearest].float()
+    label_map = None
+    if labels is not None:
+        label_map = torch.full((num_images * height * width,), IGNORE, dtype=torch.uint8)
+        label_map[key[nearest]] = labels[nearest].to(torch.uint8)
+    return (label_map.view(num_images, height, width) if label_map is not None else None,
+            depth_map.view(num_images, height, width))
+
+
+class NuScenesViews(Dataset):
+    """The camera views of one split's keyframes (eval-mode resize + centre crop, no augmentation).
+
+    Args:
+        data: the probe's data section; ``split`` and ``conditions`` select the samples.
+        seed: seeds the camera choice when ``data.cameras`` is ``[random]``.
+        drop_noise_depth: leave points labelled ``noise`` out of the depth ground truth.
+        with_reference: attach the clear reference image of each view (for feature fidelity).
+    """
+
+    classes = LIDARSEG_CLASSES
+
+    def __init__(self, data: DataConfig, seed: int = 0, drop_noise_depth: bool = True,
+                 with_reference: bool = False) -> None:
+        self.pairs = PairedDataset(dataclasses.replace(data, augment=False, max_points=0), seed=seed, train=False)
+        self.size = tuple(data.image_size)
+        self.drop_noise_depth = drop_noise_depth
+        self.with_reference = with_reference
+        lut = torch.from_numpy(fine_to_coarse_lut().astype(np.int64)) - 1
+        self.lut = torch.where(lut < 0, IGNORE, lut)  # fine index -> probe class, ignore -> IGNORE
+
+    def __len__(self) -> int:
+        return len(self.pairs)
+
+    def __getitem__(self, index: int) -> list[ProbeView]:
+        item = self.pairs[index]
+        num_images = len(item["images"])
+        fine = item["labels"][item["pair_point"]] if item["labels"] is not None else None
+        labels = self.lut[fine] if fine is not None else None
+        label_map, depth_map = rasterize_points(item["pair_uv"], item["pair_image"], item["pair_depth"], labels,
+                                                num_images, self.size)
+        if fine is not None and self.drop_noise_depth:
+            solid = fine != NOISE_INDEX
+            _, depth_map = rasterize_points(item["pair_uv"][solid], item["pair_image"][solid],
+                                            item["pair_depth"][solid], None, num_images, self.size)
+        info = self.pairs.samples[index]
+        tags = tuple(t for t in CONDITION_TAGS if t in info.conditions)
+        views = []
+        for m, channel in enumerate(item["cameras"]):
+            reference = self._reference(info, channel, item["images"][m], tags) if self.with_reference else None
+            views.append(ProbeView(item["images"][m], label_map[m] if label_map is not None else None,
+                                   depth_map[m], tags, f"{info.token}/{channel}", reference))
+        return views
+
+    def _reference(self, info: Any, channel: str, image: Tensor, tags: tuple[str, ...]) -> Tensor | None:
+        path = self.pairs.root / "paired_clear" / info.token / f"{channel}.jpg"
+        if path.is_file():
+            cam = info.cameras[channel]
+            return load_image(path, self.size, cam.K, np.random.default_rng(0))[0]
+        return image if tags == ("clear",) else None
+
+
+class FolderViews(Dataset):
+    """A folder set (layout in the module docstring) for one task and split."""
+
+    def __init__(self, cfg: FolderConfig, split: str, task: str, image_size: tuple[int, int]) -> None:
+        base = Path(cfg.root) / split
+        target_dir = base / ("labels" if task == "seg" else "depth")
+        images = sorted(p for p in (base / "images").glob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
+        if not images:
+            raise ProbeError(f"{base / 'images'}: no .jpg/.png images (folder layout: docs/probes.md)")
+        missing = [p.stem for p in images if not (target_dir / f"{p.stem}.png").is_file()]
+        if missing:
+            raise ProbeError(f"{target_dir}: no target PNG for {len(missing)} images, e.g. {missing[0]}.png")
+        tags_file = base / "conditions.json"
+        self.tags: dict[str, list[str]] = json.loads(tags_file.read_text()) if tags_file.is_file() else {}
+        self.images, self.target_dir, self.task = images, target_dir, task
+        self.cfg, self.size = cfg, tuple(image_size)
+        self.classes = tuple(cfg.class_names) or tuple(str(i) for i in range(cfg.num_classes))
+
+    def __len__(self) -> int:
+        return len(self.images)
+
+    def __getitem__(self, index: int) -> list[ProbeView]:
+        path = self.images[index]
+        image, _ = load_image(path, self.size, np.eye(3), np.random.default_rng(0))
+        target = load_target_png(self.target_dir / f"{path.stem}.png", self.size)
+        tags = tuple(t for t in CONDITION_TAGS if t in self.tags.get(path.stem, ()))
+        if self.task == "seg":
+            label = torch.from_numpy(target.astype(np.int64))
+            label = torch.where(label == self.cfg.ignore_index, IGNORE, label)
+            if (label[label != IGNORE] >= self.cfg.num_classes).any():
+                raise ProbeError(f"{self.target_dir / path.stem}.png: label >= folder.num_classes "
+                                 f"({self.cfg.num_classes})")
+            return [ProbeView(image, label.to(torch.uint8), None, tags, path.stem)]
+        depth = torch.from_numpy(target.astype(np.float32) / self.cfg.depth_scale)
+        return [ProbeView(image, None, depth, tags, path.stem)]
+
+
+def load_target_png(path: Path, out_size: tuple[int, int]) -> np.ndarray:
+    """A label/depth PNG resized (nearest) to cover ``out_size`` and centre-cropped, as ``load_image``
+    does to the image it belongs to. Returns ``(H, W)`` in the file's integer dtype."""
+    out_h, out_w = out_size
+    with Image.open(path) as im:
+        src_w, src_h = im.size
+        scale = max(out_w / src_w, out_h / src_h)
+        new_w, new_h = max(out_w, round(src_w * scale)), max(out_h, round(src_h * scale))
+        arr = np.asarray(im.resize((new_w, new_h), Image.NEAREST))
+    left, top = (new_w - out_w) // 2, (new_h - out_h) // 2
+    return arr[top:top + out_h, left:left + out_w].copy()

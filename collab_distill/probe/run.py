@@ -1,0 +1,186 @@
+"""One probe run from a :class:`ProbeConfig`: views -> frozen features -> head -> per-condition
+metrics (+ fidelity, showcase) -> ``<output_dir>/<name>/<task>.json``. What the probe tools call."""
+from __future__ import annotations
+
+import dataclasses
+import datetime as _dt
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+from torch.utils.data import DataLoader, Dataset, Subset
+
+from collab_distill.config import config_to_dict, git_revision
+from collab_distill.probe.config import ProbeConfig, ProbeError, check_probe_config, protocol_name
+from collab_distill.probe.data import FolderViews, NuScenesViews, ProbeView, collate_views
+from collab_distill.probe.encoder import describe_weights, load_encoder
+from collab_distill.probe.features import STORE_DTYPE, FeatureBank, precompute
+from collab_distill.probe.fidelity import feature_fidelity
+from collab_distill.probe.results import write_result
+from collab_distill.probe.showcase import Showcase, select_showcase, to_uint8
+from collab_distill.probe.train import DepthTask, ProbeTask, SegTask, evaluate, train_head
+
+log = logging.getLogger(__name__)
+TEACHER_NAME = "teacher"
+
+
+def encoder_weights(cfg: ProbeConfig) -> str:
+    """The probed weights: ``cfg.encoder``, else the teacher's ``model.image.weights``."""
+    weights = cfg.encoder or cfg.model.image.weights
+    if not weights:
+        raise ProbeError("no encoder to probe: set encoder=PATH (or --encoder) or model.image.weights")
+    return weights
+
+
+def probe_name(cfg: ProbeConfig) -> str:
+    """``experiment.name``, else ``<run>`` for ``.../<run>/weights/<file>``, ``teacher`` for the
+    teacher's weights, else the file stem."""
+    if cfg.experiment.name not in ("", "default"):
+        return cfg.experiment.name
+    weights = encoder_weights(cfg)
+    if weights == cfg.model.image.weights:
+        return TEACHER_NAME
+    path = Path(weights)
+    return path.parent.parent.name if path.parent.name == "weights" and path.parent.parent.name else path.stem
+
+
+def build_views(cfg: ProbeConfig, train: bool, with_reference: bool = False) -> Dataset:
+    """The training (``data.split``/``data.conditions``) or evaluation (``eval``) views."""
+    if cfg.folder.root:
+        return FolderViews(cfg.folder, cfg.data.split if train else cfg.eval.split, cfg.task, cfg.data.image_size)
+    data = cfg.data if train else dataclasses.replace(cfg.data, split=cfg.eval.split, conditions=cfg.eval.conditions)
+    return NuScenesViews(data, cfg.experiment.seed, cfg.gt.drop_noise_depth, with_reference)
+
+
+def _loader(dataset: Dataset, cfg: ProbeConfig) -> DataLoader:
+    return DataLoader(dataset, batch_size=cfg.train.feature_batch, shuffle=False, collate_fn=collate_views,
+                      num_workers=cfg.data.num_workers)
+
+
+def _subset(dataset: Dataset, count: int, seed: int) -> Dataset:
+    if count <= 0 or count >= len(dataset):
+        return dataset
+    keep = torch.randperm(len(dataset), generator=torch.Generator().manual_seed(seed))[:count]
+    return Subset(dataset, sorted(keep.tolist()))
+
+
+def build_task(cfg: ProbeConfig, classes: tuple[str, ...]) -> ProbeTask:
+    if cfg.task == "seg":
+        return SegTask(cfg.head, classes)
+    return DepthTask(cfg.head, cfg.train.gradient_loss_weight)
+
+
+def run_probe(cfg: ProbeConfig, progress: bool = True, command: list[str] | None = None) -> dict[str, Any]:
+    """Run the probe of ``cfg`` and write ``<task>.json``, ``<task>_config.yaml`` and (with
+    ``eval.showcase``) ``<task>_showcase.safetensors`` to ``<experiment.output_dir>/<name>/``.
+
+    Returns:
+        the result dict (schema in :mod:`collab_distill.probe.results`).
+    """
+    t_start = time.perf_counter()
+    check_probe_config(cfg)
+    name, weights, size = probe_name(cfg), encoder_weights(cfg), tuple(cfg.data.image_size)
+    seed = cfg.experiment.seed
+    out_dir = Path(cfg.experiment.output_dir) / name
+    train_set = _subset(build_views(cfg, train=True), cfg.train.max_samples, seed)
+    eval_set = build_views(cfg, train=False)
+    classes = tuple(getattr(eval_set, "classes", ())) if cfg.task == "seg" else ()
+    log.info("probe %s (%s) of %s: %d train / %d eval samples at %s", cfg.task, protocol_name(cfg), weights,
+             len(train_set), len(eval_set), size)
+
+    encoder = load_encoder(dataclasses.replace(cfg.model.image, norm=cfg.head.norm), weights, size, seed)
+    blocks, cls_token = list(cfg.head.blocks), cfg.head.cls_token
+    train_bank = precompute(encoder, _loader(train_set, cfg), blocks, cls_token, progress, "train features")
+    eval_bank = precompute(encoder, _loader(eval_set, cfg), blocks, cls_token, progress, "eval features")
+    t_features = time.perf_counter() - t_start
+    for bank, split in ((train_bank, "training"), (eval_bank, "evaluation")):
+        if (bank.label if cfg.task == "seg" else bank.depth) is None:
+            raise ProbeError(f"the {split} views have no {cfg.task} ground truth (segmentation needs "
+                             "lidarseg labels in the info files)")
+
+    task = build_task(cfg, classes)
+    head, train_log = train_head(task, train_bank, cfg.train, seed, progress)
+    results = evaluate(task, head, eval_bank, progress=progress)
+    train_results = {"all": evaluate(task, head, train_bank, progress=False)["all"]}
+
+    result: dict[str, Any] = {
+        "name": name, "task": cfg.task, "protocol": protocol_name(cfg),
+        "encoder": describe_weights(weights, cfg.model.image),
+        "teacher": describe_weights(cfg.model.image.weights, cfg.model.image) if cfg.model.image.weights else None,
+        "recipe": recipe(cfg, len(train_bank), len(eval_bank)), "classes": list(classes),
+        "results": results, "train_results": train_results}
+    if cfg.eval.fidelity or cfg.eval.showcase > 0:
+        normed_cfg = dataclasses.replace(cfg.model.image, norm=True, blocks=[-1])
+        normed = load_encoder(normed_cfg, weights, size, seed)
+        with_reference = build_views(cfg, train=False, with_reference=True)
+        if cfg.eval.fidelity and not cfg.folder.root:
+            teacher = load_encoder(normed_cfg, cfg.model.image.weights, size, seed)
+            result["fidelity"] = feature_fidelity(normed, teacher, _loader(with_reference, cfg), progress)
+        if cfg.eval.showcase > 0:
+            showcase = build_showcase(cfg, task, head, eval_bank, with_reference, normed, classes)
+            result["showcase"] = showcase.save(out_dir / f"{cfg.task}_showcase.safetensors").name
+    result["log"] = {**train_log, "seconds_features": t_features, "seconds_total": time.perf_counter() - t_start}
+    result.update(config=config_to_dict(cfg), git_sha=git_revision(),
+                  time_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), command=command or [])
+    out_dir.mkdir(parents=True, exist_ok=True)
+    (out_dir / f"{cfg.task}_config.yaml").write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    write_result(result, out_dir / f"{cfg.task}.json")
+    return result
+
+
+def recipe(cfg: ProbeConfig, train_images: int, eval_images: int) -> dict[str, Any]:
+    """The probe recipe, flat: what someone needs to reproduce the numbers."""
+    h, t = cfg.head, cfg.train
+    out = {
+        "protocol": protocol_name(cfg), "image_size": list(cfg.data.image_size),
+        "resize": "cover + centre crop, no padding", "blocks": list(h.blocks), "final_norm": h.norm,
+        "cls_token": h.cls_token, "upsample": h.upsample, "batch_norm": h.batch_norm,
+        "iterations": t.iterations, "batch_size": t.batch_size, "lr": t.lr, "weight_decay": t.weight_decay,
+        "optimizer": "AdamW", "schedule": f"linear warm-up {t.warmup} it, cosine to 0",
+        "seed": cfg.experiment.seed, "augmentation": "none (features precomputed once)",
+        "feature_dtype": str(STORE_DTYPE).replace("torch.", ""), "tta": "none",
+        "data": cfg.folder.root or cfg.data.info_dir, "train_split": cfg.data.split,
+        "train_conditions": list(cfg.data.conditions), "cameras": list(cfg.data.cameras),
+        "eval_split": cfg.eval.split, "eval_conditions": list(cfg.eval.conditions),
+        "train_images": train_images, "eval_images": eval_images, "max_samples": t.max_samples}
+    if cfg.task == "seg":
+        out["loss"] = "cross-entropy at labelled pixels of the bilinearly upsampled logits"
+    else:
+        out.update(loss=f"SigLoss + {t.gradient_loss_weight} x gradient loss", num_bins=h.num_bins,
+                   bins="uniform", min_depth=h.min_depth, max_depth=h.max_depth,
+                   bin_normalisation="linear (ReLU + 0.1, sum to 1)")
+    if not cfg.folder.root:
+        out.update(ground_truth="projected LiDAR, nearest point per pixel", min_depth_points=cfg.data.min_depth,
+                   zbuffer_cell=cfg.data.zbuffer_cell, drop_noise_depth=cfg.gt.drop_noise_depth)
+    return out
+
+
+@torch.no_grad()
+def build_showcase(cfg: ProbeConfig, task: ProbeTask, head: torch.nn.Module, bank: FeatureBank, views: Dataset,
+                   encoder: torch.nn.Module, classes: tuple[str, ...]) -> Showcase:
+    """The showcase views of ``bank`` (chosen by :func:`select_showcase`) with predictions and features."""
+    index = select_showcase(bank.names, bank.tags, cfg.eval.showcase)
+    chosen = {bank.names[i] for i in index}
+    by_name: dict[str, ProbeView] = {}
+    for item in _items_with(views, chosen):
+        by_name.update({v.name: v for v in views[item] if v.name in chosen})
+    shown = [by_name[bank.names[i]] for i in index]
+    images = torch.stack([v.image for v in shown])
+    has_ref = torch.tensor([v.reference is not None for v in shown])
+    refs = torch.stack([v.reference if v.reference is not None else torch.zeros_like(v.image) for v in shown])
+    idx = torch.tensor(index)
+    target = bank.label[idx] if cfg.task == "seg" else bank.depth[idx]
+    return Showcase(cfg.task, [bank.names[i] for i in index], [bank.tags[i] for i in index], list(classes),
+                    to_uint8(images), to_uint8(refs), has_ref, encoder(images).patch[0].to(STORE_DTYPE),
+                    encoder(refs).patch[0].to(STORE_DTYPE), task.predict(head, bank, idx), target)
+
+
+def _items_with(views: Dataset, names: set[str]) -> list[int]:
+    """Dataset items holding any of ``names`` (view names start with the item's token or stem)."""
+    keys = {n.split("/")[0] for n in names}
+    if isinstance(views, NuScenesViews):
+        return [i for i, s in enumerate(views.pairs.samples) if s.token in keys]
+    return [i for i, p in enumerate(views.images) if p.stem in keys]

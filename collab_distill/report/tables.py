@@ -1,0 +1,161 @@
+"""Collect probe results of several runs into one report: JSON numbers and Markdown tables.
+
+The report JSON holds the raw values (fractions, metres, cosines) that the tables print after
+scaling by the metric's ``scale`` and rounding to its ``digits``; ``null`` prints as ``-``.
+"""
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass
+from typing import Any
+
+from collab_distill.probe.results import load_result
+from collab_distill.probe.train import GROUPS
+
+REPORT_SCHEMA = "collab_distill.report/1"
+#: Known methods, in the order rows appear; others follow alphabetically.
+METHOD_ORDER = ("teacher", "teacher_plus", "asymmetric", "self_distill", "stage2")
+MISSING = "-"
+
+
+@dataclass(frozen=True)
+class Metric:
+    """How a metric is printed: ``round(value * scale, digits)``."""
+
+    key: str
+    label: str
+    scale: float = 1.0
+    digits: int = 3
+    higher_is_better: bool = True
+
+    def format(self, value: float | None) -> str:
+        return MISSING if value is None else f"{value * self.scale:.{self.digits}f}"
+
+
+@dataclass(frozen=True)
+class Section:
+    """One block of the report: a task (or fidelity), its metrics, the first is the headline."""
+
+    key: str
+    title: str
+    metrics: tuple[Metric, ...]
+
+
+SECTIONS = (
+    Section("seg", "Linear semantic segmentation", (
+        Metric("miou", "mIoU (%)", 100, 1), Metric("accuracy", "pixel accuracy (%)", 100, 1))),
+    Section("depth", "Linear depth", (
+        Metric("rmse", "RMSE (m)", 1, 2, False), Metric("abs_rel", "AbsRel", 1, 3, False),
+        Metric("delta1", "delta1 (%)", 100, 1), Metric("delta2", "delta2 (%)", 100, 1),
+        Metric("delta3", "delta3 (%)", 100, 1))),
+    Section("fidelity", "Feature fidelity (encoder on the adverse view vs teacher on its clear render)", (
+        Metric("patch_cosine", "patch cosine", 1, 3), Metric("cls_cosine", "CLS cosine", 1, 3))),
+)
+SECTION_BY_KEY = {s.key: s for s in SECTIONS}
+IOU = Metric("iou", "IoU (%)", 100, 1)
+
+
+class ReportError(ValueError):
+    """Inputs that cannot make one report (e.g. two results for the same method and task)."""
+
+
+def method_order(names: list[str], order: list[str] | None = None) -> list[str]:
+    """``names`` sorted by ``order`` (default :data:`METHOD_ORDER`), unknown names last, alphabetically."""
+    rank = {name: i for i, name in enumerate(order or METHOD_ORDER)}
+    return sorted(set(names), key=lambda n: (rank.get(n, len(rank)), n))
+
+
+def collect(paths: list[str], order: list[str] | None = None) -> dict[str, Any]:
+    """The report JSON of result files ``paths`` (see the module docstring).
+
+    Raises:
+        ReportError: two results share a method name and task, or no result at all.
+        ResultError: a file is not a probe result.
+    """
+    results = [load_result(p) for p in paths]
+    if not results:
+        raise ReportError("no probe result given")
+    seen: dict[tuple[str, str], str] = {}
+    for r in results:
+        key = (r["name"], r["task"])
+        if key in seen:
+            raise ReportError(f"two '{r['task']}' results named '{r['name']}': {seen[key]} and {r['path']} "
+                              f"(give one a different --name when probing)")
+        seen[key] = r["path"]
+    methods = method_order([r["name"] for r in results], order)
+    per_section: dict[str, dict[str, dict[str, Any]]] = {}
+    runs: dict[str, dict[str, Any]] = {}
+    classes: dict[str, list[str]] = {}
+    for r in results:
+        per_section.setdefault(r["task"], {})[r["name"]] = r["results"]
+        if r.get("fidelity") and r["name"] not in per_section.get("fidelity", {}):
+            per_section.setdefault("fidelity", {})[r["name"]] = r["fidelity"]
+        runs.setdefault(r["name"], {})[r["task"]] = {
+            "path": r["path"], "protocol": r.get("protocol"), "encoder": r.get("encoder"),
+            "recipe": r["recipe"], "showcase": r.get("showcase")}
+        if r.get("classes"):
+            classes[r["task"]] = r["classes"]
+    conditions = [g for g in GROUPS if any(res.get(g, {}).get("images", 0) > 0
+                                           for sec in per_section.values() for res in sec.values())]
+    sections = {}
+    for section in SECTIONS:
+        if section.key not in per_section:
+            continue
+        values = {m: {g: per_section[section.key][m].get(g, {}) for g in conditions}
+                  for m in methods if m in per_section[section.key]}
+        sections[section.key] = {"title": section.title, "metrics": [asdict(x) for x in section.metrics],
+                                 "values": values}
+    return {"schema": REPORT_SCHEMA, "methods": methods, "conditions": conditions, "sections": sections,
+            "classes": classes, "runs": runs}
+
+
+def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+    lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
+    lines += ["| " + " | ".join(row) + " |" for row in rows]
+    return lines
+
+
+def _cell(values: dict[str, Any], group: str, metric: Metric) -> str:
+    return metric.format(values.get(group, {}).get(metric.key))
+
+
+def markdown(report: dict[str, Any], figures: dict[str, str] | None = None) -> str:
+    """The report as Markdown: per section a headline table (methods x conditions), then one table
+    per condition (methods x metrics, with image counts), per-class IoU, the recipes, the figures."""
+    conditions = report["conditions"]
+    out = ["# Probe report", "",
+           "Rows are methods, columns condition tags of the evaluation split (`all` = every view; a view "
+           "with two tags counts for both). `-`: no value. Recipes at the end.", ""]
+    for key, sec in report["sections"].items():
+        section = SECTION_BY_KEY[key]
+        head = section.metrics[0]
+        arrow = "higher is better" if head.higher_is_better else "lower is better"
+        out += [f"## {sec['title']}", "", f"{head.label}, {arrow}:", ""]
+        out += _table(["method", *conditions], [[m, *(_cell(v, g, head) for g in conditions)]
+                                                for m, v in sec["values"].items()])
+        for group in conditions:
+            out += ["", f"### {key}: {group}", ""]
+            out += _table(["method", *(x.label for x in section.metrics), "images"],
+                          [[m, *(_cell(v, group, x) for x in section.metrics),
+                            str(v.get(group, {}).get("images", 0))] for m, v in sec["values"].items()])
+        if key == "seg" and report["classes"].get("seg"):
+            out += ["", "### seg: per-class IoU (%), all", ""]
+            names = report["classes"]["seg"]
+            out += _table(["method", *names], [[m, *(IOU.format(v.get("all", {}).get("iou", {}).get(c))
+                                                     for c in names)] for m, v in sec["values"].items()])
+        out.append("")
+    out += ["## Recipes", ""]
+    rows = []
+    for method in report["methods"]:
+        for task, run in report["runs"].get(method, {}).items():
+            r = run["recipe"]
+            rows.append([method, task, str(run["protocol"]), f"`{(run['encoder'] or {}).get('weights', '?')}`",
+                         "x".join(map(str, r.get("image_size", []))), str(r.get("blocks")), str(r.get("iterations")),
+                         str(r.get("batch_size")), str(r.get("lr")), str(r.get("seed")),
+                         ",".join(r.get("train_conditions", [])), str(r.get("train_images")),
+                         str(r.get("eval_images"))])
+    out += _table(["method", "task", "protocol", "encoder", "H x W", "blocks", "iterations", "batch", "lr",
+                   "seed", "train conditions", "train images", "eval images"], rows)
+    if figures:
+        out += ["", "## Figures", ""]
+        out += [f"![{caption}]({name})\n\n*{caption}*\n" for name, caption in figures.items()]
+    return "\n".join(out) + "\n"

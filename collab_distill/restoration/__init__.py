@@ -1,0 +1,7 @@
+"""Small image-restoration models, paired synthetic data, metrics and distillation loops: the
+test bed of the ASVP study (``collab_distill.defense``, docs/asvp.md).
+
+Modules: ``unet`` (compact residual UNet), ``data`` (adverse/clear pairs by condition), ``metrics``
+(PSNR, SSIM), ``distill`` (teacher training, lockstep attacker distillation, evaluation), ``study``
+(the restoration part of ``tools/asvp_study.py``).
+"""

@@ -1,0 +1,232 @@
+"""Probes on the tiny synthetic set: ground truth from projected LiDAR, fidelity, learning, the
+per-condition split, a whole run with its recipe, encoder files, the folder dataset."""
+from __future__ import annotations
+
+import dataclasses
+import json
+
+import numpy as np
+import pytest
+import torch
+import yaml
+from PIL import Image
+from safetensors.torch import save_file
+from torch.utils.data import DataLoader
+
+from collab_distill.config import DataConfig, load_config
+from collab_distill.models import ImageEncoder, ImageEncoderConfig, WeightsError
+from collab_distill.probe.cli import probe_main
+from collab_distill.probe.config import FolderConfig, ProbeConfig, ProbeHeadConfig, ProbeTrainConfig
+from collab_distill.probe.data import (IGNORE, FolderViews, NuScenesViews, collate_views, load_target_png,
+                                       rasterize_points)
+from collab_distill.probe.encoder import load_encoder
+from collab_distill.probe.features import FeatureBank, precompute
+from collab_distill.probe.fidelity import feature_fidelity
+from collab_distill.probe.metrics import ConfusionMatrix
+from collab_distill.probe.results import load_result
+from collab_distill.probe.run import probe_name, run_probe
+from collab_distill.probe.train import DepthTask, SegTask, evaluate, train_head
+from data_prep.synthetic.taxonomy import fine_to_coarse_lut
+
+SIZE = (112, 224)
+PICO = ImageEncoderConfig(name="vit_pico_patch14_cpu", weights="random")
+
+
+def _data(infos, split="train") -> DataConfig:
+    return DataConfig(info_dir=str(infos), split=split, conditions=["all"], cameras=["all"], image_size=SIZE)
+
+
+def _loader(views) -> DataLoader:
+    return DataLoader(views, batch_size=2, collate_fn=collate_views)
+
+
+@pytest.fixture(scope="module")
+def train_views(synthetic_infos):
+    return NuScenesViews(_data(synthetic_infos), with_reference=True)
+
+
+@pytest.fixture(scope="module")
+def seg_bank(train_views):
+    encoder = load_encoder(PICO, "random", SIZE)
+    return precompute(encoder, _loader(train_views), [-1], cls_token=False, progress=False)
+
+
+def test_rasterize_keeps_the_nearest_point_per_pixel():
+    uv = torch.tensor([[3.2, 1.9], [2.8, 2.1], [0.0, 0.0], [3.0, 2.0]])
+    label, depth = rasterize_points(uv, torch.tensor([0, 0, 0, 1]), torch.tensor([9.0, 4.0, 2.0, 7.0]),
+                                    torch.tensor([1, 2, 3, 4]), num_images=2, size=(4, 5))
+    assert depth[0, 2, 3] == 4.0 and label[0, 2, 3] == 2      # two points in pixel (2, 3): the nearer wins
+    assert depth[0, 0, 0] == 2.0 and label[0, 0, 0] == 3
+    assert depth[1, 2, 3] == 7.0 and label[1, 2, 3] == 4      # same pixel, other image
+    assert int((depth > 0).sum()) == 3 and int((label != IGNORE).sum()) == 3
+
+
+def test_projected_ground_truth_agrees_with_dense_render_maps(train_views, synthetic_root):
+    lut = np.where(fine_to_coarse_lut() == 0, IGNORE, fine_to_coarse_lut().astype(np.int64) - 1)
+    lut = np.append(lut, [IGNORE] * (256 - len(lut)))          # 255 = sky in the dense maps
+    agree, total, depth_ok, depth_total = 0, 0, 0, 0
+    for views in (train_views[0], train_views[1]):
+        for view in views:
+            token, camera = view.name.split("/")
+            dense_class = lut[load_target_png(synthetic_root / "dense" / token / f"{camera}_class.png", SIZE)]
+            dense_depth = load_target_png(synthetic_root / "dense" / token / f"{camera}_depth.png", SIZE) / 100.0
+            label = view.label.numpy()
+            known = label != IGNORE
+            agree += int((label[known] == dense_class[known]).sum())
+            total += int(known.sum())
+            hit = view.depth.numpy() > 0
+            rel = np.abs(view.depth.numpy()[hit] - dense_depth[hit]) / dense_depth[hit].clip(1e-3)
+            depth_ok += int((rel < 0.05).sum())
+            depth_total += int(hit.sum())
+    assert total > 1000 and depth_total > 1000
+    assert agree / total > 0.9, agree / total
+    assert depth_ok / depth_total > 0.85, depth_ok / depth_total
+
+
+def test_fidelity_is_one_for_the_teacher_on_its_own_clear_view_and_lower_on_adverse(train_views, synthetic_infos):
+    teacher = load_encoder(PICO, "random", SIZE)
+    clear = feature_fidelity(teacher, teacher, _loader(train_views), progress=False)
+    assert clear["clear"]["images"] == 12 and clear["all"]["images"] == 12
+    assert clear["clear"]["patch_cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert clear["clear"]["cls_cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert clear["night"]["images"] == 0 and clear["night"]["patch_cosine"] is None
+    adverse = feature_fidelity(teacher, teacher, _loader(NuScenesViews(_data(synthetic_infos, "val"),
+                                                                       with_reference=True)), progress=False)
+    assert adverse["night"]["images"] == adverse["rain"]["images"] == 12
+    assert adverse["night"]["patch_cosine"] < 0.99  # a night+rain image is not its clear render
+
+
+def _train_miou(bank: FeatureBank, classes, iterations=60) -> float:
+    task = SegTask(ProbeHeadConfig(), classes)
+    head, _ = train_head(task, bank, ProbeTrainConfig(iterations=iterations, batch_size=4, warmup=10, lr=3e-2),
+                         seed=0, progress=False)
+    return evaluate(task, head, bank, progress=False)["all"]["miou"]
+
+
+def test_seg_probe_learns_from_features_and_not_from_noise(seg_bank, train_views):
+    classes = train_views.classes
+    informative = _train_miou(seg_bank, classes)
+    noise = dataclasses.replace(seg_bank, patch=torch.randn(seg_bank.patch.shape,
+                                                            generator=torch.Generator().manual_seed(0)).half())
+    uninformative = _train_miou(noise, classes)
+    counts = torch.bincount(seg_bank.label[seg_bank.label != IGNORE].long(), minlength=len(classes))
+    constant = ConfusionMatrix(len(classes))
+    constant.update(torch.full_like(seg_bank.label, int(counts.argmax())), seg_bank.label)
+    assert informative > constant.miou() + 0.1, (informative, constant.miou())
+    assert informative > uninformative + 0.05, (informative, uninformative)
+
+
+class _ConstantDepth(torch.nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.full((x.shape[0], *x.shape[-2:]), 10.0)
+
+
+def test_results_are_split_per_condition_tag():
+    depth = torch.tensor([10.0, 5.0, 20.0]).view(3, 1, 1).expand(3, 28, 28).clone()
+    bank = FeatureBank(torch.zeros(3, 1, 2, 2).half(), None, None, depth,
+                       [("clear",), ("night", "rain"), ("fog",)], ["a", "b", "c"])
+    task = DepthTask(ProbeHeadConfig(min_depth=0.001, max_depth=80.0), gradient_weight=0.5)
+    res = evaluate(task, _ConstantDepth(), bank, batch_size=2, progress=False)
+    assert list(res) == ["clear", "night", "rain", "fog", "snow", "all"]
+    assert res["clear"]["abs_rel"] == pytest.approx(0.0, abs=1e-6)
+    assert res["night"]["abs_rel"] == res["rain"]["abs_rel"] == pytest.approx(1.0)
+    assert res["fog"]["abs_rel"] == pytest.approx(0.5) and res["all"]["abs_rel"] == pytest.approx(0.5)
+    assert res["snow"] == {"images": 0, "pixels": 0, "rmse": None, "abs_rel": None, "delta1": None,
+                           "delta2": None, "delta3": None}
+    assert res["all"]["images"] == 3 and res["night"]["images"] == 1
+
+
+def _tiny_cfg(synthetic_infos, tmp_path, *overrides: str) -> ProbeConfig:
+    return load_config("configs/probe/seg_linear.yaml", [
+        f"data.info_dir={synthetic_infos}", "data.image_size=[56,112]", "model.image.name=vit_pico_patch14_cpu",
+        "train.iterations=10", f"experiment.output_dir={tmp_path}", "eval.showcase=1", *overrides],
+        schema=ProbeConfig)
+
+
+@pytest.mark.parametrize("task", ["seg", "depth"])
+def test_probe_run_writes_metrics_per_condition_and_the_recipe(synthetic_infos, tmp_path, task):
+    extra = ["task=depth", "head.norm=false", "head.cls_token=true", "head.upsample=4", "head.batch_norm=false",
+             "head.num_bins=64", "eval.fidelity=false"] if task == "depth" else []
+    cfg = _tiny_cfg(synthetic_infos, tmp_path, *extra)
+    result = run_probe(cfg, progress=False)
+    saved = load_result(tmp_path / "teacher" / f"{task}.json")
+    assert saved["results"] == json.loads(json.dumps(result["results"]))
+    assert saved["protocol"] == ("linear" if task == "seg" else "lin.1")
+    recipe = saved["recipe"]
+    for key in ("image_size", "iterations", "batch_size", "lr", "seed", "blocks", "train_images", "eval_images"):
+        assert key in recipe
+    assert recipe["image_size"] == [56, 112] and recipe["iterations"] == 10 and recipe["train_images"] == 12
+    assert saved["encoder"]["weights"] == "random" and saved["config"]["task"] == task
+    res = saved["results"]
+    assert res["night"]["images"] == res["rain"]["images"] == res["all"]["images"] == 12
+    assert res["clear"]["images"] == 0
+    assert ("fidelity" in saved) == (task == "seg")
+    assert (tmp_path / "teacher" / saved["showcase"]).is_file()
+    assert load_config(tmp_path / "teacher" / f"{task}_config.yaml", schema=ProbeConfig) == cfg
+
+
+def test_cli_refuses_a_config_of_the_other_task_in_one_line(capsys):
+    with pytest.raises(SystemExit) as exit_info:
+        probe_main("doc", "probe_depth.py", "depth", "configs/probe/seg_linear.yaml", argv=[])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert exit_info.value.code == 2 and len(err) == 1 and "'seg' probe config" in err[0]
+
+
+def test_exported_encoder_state_dict_loads_at_any_probe_size(tmp_path):
+    torch.manual_seed(3)
+    trained = ImageEncoder(PICO, (56, 112)).eval()
+    run = tmp_path / "myrun"
+    (run / "weights").mkdir(parents=True)
+    weights = str(run / "weights" / "student.safetensors")
+    save_file({k: v.contiguous() for k, v in trained.state_dict().items()}, weights)
+    (run / "config.yaml").write_text(yaml.safe_dump({"data": {"image_size": [56, 112]}}))
+    images = torch.rand(2, 3, 56, 112)
+    same = load_encoder(PICO, weights, (56, 112))
+    torch.testing.assert_close(same(images).patch[0], trained(images).patch[0])
+    bigger = load_encoder(PICO, weights, SIZE)
+    assert bigger(torch.rand(1, 3, *SIZE)).patch[0].shape == (1, 64, 8, 16) and bigger.frozen
+    cfg = ProbeConfig(encoder=weights)
+    cfg.model.image.weights = "random"
+    assert probe_name(cfg) == "myrun"
+    (run / "config.yaml").unlink()
+    with pytest.raises(WeightsError, match="config.yaml"):
+        load_encoder(PICO, weights, SIZE)
+
+
+def _write_folder_set(root, split, count, rng):
+    """Images whose colour encodes the class of each 10x10 block; labels, uint16 depth, tags."""
+    palette = np.array([[230, 20, 20], [20, 230, 20], [20, 20, 230], [230, 230, 20]], dtype=np.uint8)
+    for sub in ("images", "labels", "depth"):
+        (root / split / sub).mkdir(parents=True, exist_ok=True)
+    for i in range(count):
+        blocks = rng.integers(0, 4, (9, 16))
+        label = np.kron(blocks, np.ones((10, 10), dtype=np.int64)).astype(np.uint8)  # 90 x 160
+        label[:10, :10] = 255                                                         # unlabelled corner
+        Image.fromarray(palette[np.minimum(label, 3)]).save(root / split / "images" / f"im{i}.png")
+        Image.fromarray(label).save(root / split / "labels" / f"im{i}.png")
+        Image.fromarray((label.astype(np.uint16) * 256 + 256)).save(root / split / "depth" / f"im{i}.png")
+    (root / split / "conditions.json").write_text(json.dumps({"im0": ["night"]}))
+    return palette
+
+
+def test_folder_dataset_round_trip_and_probe(tmp_path):
+    rng = np.random.default_rng(0)
+    palette = _write_folder_set(tmp_path, "train", 3, rng)
+    _write_folder_set(tmp_path, "val", 2, rng)
+    cfg = FolderConfig(root=str(tmp_path), num_classes=4, class_names=["r", "g", "b", "y"], depth_scale=256.0)
+    seg = FolderViews(cfg, "train", "seg", (56, 112))
+    (view,) = seg[0]
+    assert view.image.shape == (3, 56, 112) and view.label.shape == (56, 112) and view.tags == ("night",)
+    known = view.label != IGNORE
+    colour = (view.image.permute(1, 2, 0) * 255).round().numpy()
+    expected = palette[view.label[known].long().numpy()]
+    assert np.mean(np.abs(colour[known.numpy()] - expected).max(1) < 40) > 0.9   # labels stay on their pixels
+    assert seg[1][0].tags == ()
+    (depth_view,) = FolderViews(cfg, "train", "depth", (56, 112))[0]
+    torch.testing.assert_close(depth_view.depth[known], view.label[known].float() + 1.0)
+    result = run_probe(load_config("configs/probe/seg_linear.yaml", [
+        f"folder.root={tmp_path}", "folder.num_classes=4", "folder.class_names=[r,g,b,y]",
+        "data.image_size=[56,112]", "model.image.name=vit_pico_patch14_cpu", "train.iterations=30",
+        f"experiment.output_dir={tmp_path / 'out'}", "eval.showcase=0"], schema=ProbeConfig), progress=False)
+    assert result["results"]["all"]["images"] == 2 and result["results"]["night"]["images"] == 1
+    assert set(result["results"]["all"]["iou"]) == {"r", "g", "b", "y"} and "fidelity" not in result

@@ -1,0 +1,160 @@
+"""The report: tables that match the JSON, method order, PNGs, errors, from fake probe results."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from collab_distill.probe.results import write_result
+from collab_distill.probe.showcase import Showcase
+from collab_distill.report import ReportError, build_report
+from collab_distill.report.tables import SECTION_BY_KEY
+
+REPO = Path(__file__).resolve().parents[1]
+CLASSES = ["car", "driveable_surface", "vegetation"]
+GROUPS = ("clear", "night", "rain", "fog", "snow", "all")
+METHODS = ("stage2", "teacher", "asymmetric")     # written out of order on purpose
+
+
+def _metrics(task: str, rng: np.random.Generator, group: str) -> dict:
+    if group == "snow":  # absent from the evaluation split
+        empty = {"miou": None, "accuracy": None, "iou": dict.fromkeys(CLASSES)} if task == "seg" else \
+            dict.fromkeys(("rmse", "abs_rel", "delta1", "delta2", "delta3"))
+        return {"images": 0, "pixels": 0, **empty}
+    if task == "seg":
+        iou = {c: float(rng.uniform(0.1, 0.9)) for c in CLASSES}
+        iou["car"] = None if group == "fog" else iou["car"]
+        return {"images": 4, "pixels": 900, "miou": float(rng.uniform(0.2, 0.7)),
+                "accuracy": float(rng.uniform(0.5, 0.9)), "iou": iou}
+    return {"images": 4, "pixels": 900, "rmse": float(rng.uniform(2, 9)), "abs_rel": float(rng.uniform(0.05, 0.4)),
+            **{f"delta{k}": float(rng.uniform(0.5, 1.0)) for k in (1, 2, 3)}}
+
+
+def _showcase(task: str, seed: int) -> Showcase:
+    g = torch.Generator().manual_seed(seed)
+    names = ["tok0/CAM_FRONT", "tok1/CAM_FRONT"]
+    image = torch.randint(0, 256, (2, 3, 28, 56), generator=g).to(torch.uint8)
+    target = torch.full((2, 28, 56), 255, dtype=torch.uint8)
+    target[:, ::3, ::4] = torch.randint(0, 3, target[:, ::3, ::4].shape, generator=g).to(torch.uint8)
+    if task == "depth":
+        target = torch.where(target == 255, 0.0, target.float() * 10 + 5)
+        prediction = torch.rand(2, 28, 56, generator=g) * 80
+    else:
+        prediction = torch.randint(0, 3, (2, 28, 56), generator=g).to(torch.uint8)
+    return Showcase(task, names, [("night", "rain"), ("clear",)], CLASSES if task == "seg" else [], image,
+                    image.flip(-1), torch.tensor([True, True]), torch.randn(2, 16, 2, 4, generator=g).half(),
+                    torch.randn(2, 16, 2, 4, generator=g).half(), prediction, target)
+
+
+def _write_runs(root: Path) -> dict:
+    rng = np.random.default_rng(0)
+    written = {}
+    for i, method in enumerate(METHODS):
+        for task in ("seg", "depth"):
+            folder = root / method
+            _showcase(task, i).save(folder / f"{task}_showcase.safetensors")
+            result = {"name": method, "task": task, "protocol": "linear" if task == "seg" else "lin.1",
+                      "encoder": {"weights": f"runs/{method}/weights/student.safetensors"},
+                      "recipe": {"image_size": [28, 56], "iterations": 10, "batch_size": 2, "lr": 1e-3, "seed": 0,
+                                 "blocks": [-1], "train_conditions": ["all"], "train_images": 8, "eval_images": 4,
+                                 "max_depth": 80.0},
+                      "classes": CLASSES if task == "seg" else [],
+                      "results": {g: _metrics(task, rng, g) for g in GROUPS},
+                      "showcase": f"{task}_showcase.safetensors"}
+            if task == "seg":
+                result["fidelity"] = {g: {"images": 0 if g == "snow" else 4,
+                                          "patch_cosine": None if g == "snow" else float(rng.uniform(0.5, 1)),
+                                          "cls_cosine": None if g == "snow" else float(rng.uniform(0.5, 1))}
+                                      for g in GROUPS}
+            write_result(result, folder / f"{task}.json")
+            written[(method, task)] = result
+    return written
+
+
+def _markdown_tables(text: str) -> dict[str, list[list[str]]]:
+    """Tables keyed by the heading above them (the headline table of a section by its ## title)."""
+    tables, heading, rows = {}, None, None
+    for line in text.splitlines():
+        if line.startswith("#"):
+            heading, rows = line.lstrip("# ").strip(), None
+        elif line.startswith("|") and not line.startswith("|---"):
+            if rows is None:
+                rows = tables.setdefault(heading, [])
+            rows.append([c.strip() for c in line.strip("|").split("|")])
+    return tables
+
+
+@pytest.fixture(scope="module")
+def built(tmp_path_factory):
+    root = tmp_path_factory.mktemp("runs")
+    written = _write_runs(root)
+    out = root / "report"
+    return written, build_report([root], out), out
+
+
+def test_tables_match_the_json_and_the_inputs(built):
+    written, made, _ = built
+    report = json.loads(made["json"].read_text())
+    assert report["methods"] == ["teacher", "asymmetric", "stage2"]        # known order, not file order
+    assert report["conditions"] == ["clear", "night", "rain", "fog", "all"]  # snow has no image anywhere
+    tables = _markdown_tables(made["markdown"].read_text())
+    checked = 0
+    for key, sec in report["sections"].items():
+        section = SECTION_BY_KEY[key]
+        headline = tables[sec["title"]]
+        assert headline[0] == ["method", *report["conditions"]]
+        for row in headline[1:]:
+            method = row[0]
+            source = written[(method, "seg" if key == "fidelity" else key)][
+                "fidelity" if key == "fidelity" else "results"]
+            for group, cell in zip(report["conditions"], row[1:]):
+                assert sec["values"][method][group] == source[group]               # JSON = the runs' numbers
+                assert cell == section.metrics[0].format(source[group][section.metrics[0].key])  # table = JSON
+                checked += 1
+        for group in report["conditions"]:
+            detail = tables[f"{key}: {group}"]
+            for row in detail[1:]:
+                values = sec["values"][row[0]][group]
+                assert row[1:-1] == [m.format(values.get(m.key)) for m in section.metrics]
+                assert row[-1] == str(values["images"])
+    assert checked == 3 * 3 * 5
+    iou = tables["seg: per-class IoU (%), all"]
+    assert iou[0] == ["method", *CLASSES]
+    teacher = written[("teacher", "seg")]["results"]["all"]["iou"]
+    assert iou[1] == ["teacher", *(f"{teacher[c] * 100:.1f}" for c in CLASSES)]
+    assert len(tables["Recipes"]) == 1 + 6
+
+
+def test_figures_are_written_and_not_blank(built):
+    _, made, out = built
+    for name in ("bars_seg", "bars_depth", "bars_fidelity", "overlay_seg", "overlay_depth", "pca", "scatter"):
+        path = made[name]
+        assert path.is_file() and path.parent == out
+        pixels = np.asarray(Image.open(path).convert("RGB"))
+        assert pixels.shape[0] > 150 and pixels.shape[1] > 300
+        assert pixels.reshape(-1, 3).std(0).max() > 20              # something is drawn
+        assert f"]({path.name})" in made["markdown"].read_text()   # and linked from the Markdown
+
+
+def test_duplicate_method_and_task_is_an_error(tmp_path):
+    _write_runs(tmp_path / "a")
+    _write_runs(tmp_path / "b")
+    with pytest.raises(ReportError, match="two '(seg|depth)' results named 'asymmetric'"):
+        build_report([tmp_path], tmp_path / "out")
+
+
+def test_cli_reports_a_missing_input_in_one_line(tmp_path, monkeypatch, capsys):
+    spec = importlib.util.spec_from_file_location("report_tool", REPO / "tools" / "report.py")
+    tool = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(tool)
+    monkeypatch.setattr(sys, "argv", ["report.py", str(tmp_path / "nope"), "--out", str(tmp_path / "out")])
+    with pytest.raises(SystemExit) as exit_info:
+        tool.main()
+    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert exit_info.value.code == 2 and len(lines) == 1 and "no such file or folder" in lines[0]

@@ -1,0 +1,36 @@
+#!/usr/bin/env python
+"""Collect probe results of several runs (frozen teacher, teacher_plus, asymmetric, self_distill,
+stage 2, ...) into one report: report.md (a table per task and condition, per-class IoU, the
+recipes), report.json (the same numbers) and PNGs (per-condition bars, PCA-RGB feature maps,
+clear-vs-adverse token scatter, ground-truth/prediction overlays).
+
+Examples:
+  python tools/report.py runs/probes --out reports/synthetic
+  python tools/report.py runs/probes/teacher/seg.json runs/probes/stage2/seg.json --out reports/cmp
+  python tools/report.py runs/probes --order teacher,stage2,asymmetric
+"""
+import argparse
+import sys
+
+from collab_distill.probe.results import ResultError
+from collab_distill.report import ReportError, build_report
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("inputs", nargs="+", metavar="RESULT",
+                        help="result JSON files (seg.json, depth.json) or folders searched recursively")
+    parser.add_argument("--out", default="reports/probes", help="output folder (default: %(default)s)")
+    parser.add_argument("--order", default="", help="comma-separated order of the table rows (default: teacher, "
+                                                    "teacher_plus, asymmetric, self_distill, stage2, others)")
+    args = parser.parse_args()
+    try:
+        made = build_report(args.inputs, args.out, [m for m in args.order.split(",") if m] or None)
+    except (ReportError, ResultError) as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+    print(f"report: {made['markdown']} ({len(made) - 2} figures)")
+
+
+if __name__ == "__main__":
+    main()
