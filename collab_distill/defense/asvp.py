@@ -8,9 +8,10 @@ a ``(B, N, D)`` token sequence as ``N x D``. With ``A = U diag(sigma) V^T``
     A' = U diag(h sigma_1, ..., h sigma_k, sigma_{k+1}, ...) V^T  =  A + (h - 1) U_k U_k^T A,
 
 i.e. the top-``k`` singular values are multiplied by ``h`` and everything else is unchanged. The
-right-hand form is what is computed: only the top-``k`` left singular vectors are needed, the tail
-of the spectrum is never rebuilt (so it is untouched up to the accuracy of ``U_k``), and with
-``h = 1`` the correction is exactly zero.
+right-hand form is what is computed, on the short side of ``A`` (``U_k U_k^T A`` or, the same,
+``A V_k V_k^T``): only the top-``k`` singular vectors are needed, the tail of the spectrum is never
+rebuilt (so it is untouched up to the accuracy of ``U_k``), and with ``h = 1`` the correction is
+exactly zero.
 
 ``k`` is fixed (``k > 0``) or **adaptive** (``k = 0``), per sample, by an energy rule: the smallest
 ``k`` whose singular values hold at least ``energy`` of the squared Frobenius norm,
@@ -35,7 +36,7 @@ from __future__ import annotations
 
 import contextlib
 import difflib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
@@ -52,8 +53,8 @@ class ASVPConfig:
     """What ASVP perturbs and how.
 
     ``solver``: ``svd`` is ``torch.linalg.svd`` (LAPACK on the tall orientation), ``gram`` the
-    eigenvectors of the small Gram matrix ``A A^T`` (same subspace, several times faster when one
-    side is short, fp32 accuracy of ``sigma_i^2``), ``lowrank`` ``torch.svd_lowrank`` with
+    eigenvectors of the small Gram matrix ``A A^T`` (same subspace, about 2x faster on the study's
+    shapes, fp32 accuracy of ``sigma_i^2``), ``lowrank`` ``torch.svd_lowrank`` with
     ``q = rank + lowrank_oversample`` (randomised, approximate; needs ``k > 0`` or ``max_k > 0``).
     ``bench/asvp.py`` compares them.
     """
@@ -203,6 +204,8 @@ class ASVPDefense(nn.Module):
 
     Raises:
         KeyError: a layer name that ``teacher.named_modules()`` does not have.
+        TypeError, RuntimeError (during a call): a named layer returned something other than one
+            tensor, or ran twice in one forward pass.
     """
 
     def __init__(self, teacher: nn.Module, cfg: ASVPConfig) -> None:
@@ -230,6 +233,7 @@ class ASVPDefense(nn.Module):
 
     @contextlib.contextmanager
     def _hooks(self) -> Iterator[dict[str, Tensor]]:
+        """Hooks on ``cfg.layers`` for the block; yields the dict they fill with perturbed outputs."""
         features: dict[str, Tensor] = {}
         modules = dict(self.teacher.named_modules())
         handles = [modules[name].register_forward_hook(self._make_hook(name, features)) for name in self.cfg.layers]
@@ -239,7 +243,8 @@ class ASVPDefense(nn.Module):
             for handle in handles:
                 handle.remove()
 
-    def _make_hook(self, name: str, features: dict[str, Tensor]):
+    def _make_hook(self, name: str, features: dict[str, Tensor]) -> Callable[..., Tensor | None]:
+        """A forward hook that stores the perturbed output of ``name`` (and returns it when ``inline``)."""
         inline = self.cfg.placement == "inline"
 
         def hook(_module: nn.Module, _inputs: Any, output: Any) -> Tensor | None:

@@ -153,11 +153,12 @@ def restoration_markdown(result: dict[str, Any]) -> str:
                      f"{_drop(s['student_inline'], s[f'student_{UNDEFENDED}'])} | "
                      f"{_drop(s['student_exposed'], s[f'student_{UNDEFENDED}'])} |")
     hs = list(result["tasks"][0]["inline_teacher_h_sweep"]) if result["tasks"] else []
-    lines += ["", "| task | " + " | ".join(f"inline teacher, h = {h}" for h in hs) + " |",
-              "|---|" + "---|" * len(hs)]
-    for task in result["tasks"]:
-        cells = [_cell(task["inline_teacher_h_sweep"][h]) for h in hs]
-        lines.append(f"| {task['condition']} | " + " | ".join(cells) + " |")
+    if hs:
+        lines += ["", "| task | " + " | ".join(f"inline teacher, h = {h}" for h in hs) + " |",
+                  "|---|" + "---|" * len(hs)]
+        for task in result["tasks"]:
+            cells = [_cell(task["inline_teacher_h_sweep"][h]) for h in hs]
+            lines.append(f"| {task['condition']} | " + " | ".join(cells) + " |")
     lines += ["", "| task | layer | mean k | top-1 energy share | relative feature change |",
               "|---|---|---:|---:|---:|"]
     for task in result["tasks"]:
