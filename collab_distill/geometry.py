@@ -126,10 +126,10 @@ def _projection_rows(lidar2cam: torch.Tensor | np.ndarray, intrinsics: torch.Ten
 
 
 def _apply_rows(rows: torch.Tensor, points: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
-    """``(M, 3, N)``: the ``(M, 3, 4)`` rows applied to ``N`` points ``(N, >=3)`` in one GEMM."""
+    """``(M, R, N)``: the ``(M, R, 4)`` rows applied to ``N`` points ``(N, >=3)`` in one GEMM."""
     pts = points[:, :3].to(dtype).T
     pts_h = torch.cat([pts, torch.ones(1, pts.shape[1], dtype=dtype, device=pts.device)])
-    return (rows.to(dtype).reshape(-1, 4) @ pts_h).view(rows.shape[0], 3, -1)
+    return (rows.to(dtype).reshape(-1, 4) @ pts_h).view(rows.shape[0], rows.shape[1], -1)
 
 
 def project_points(points: torch.Tensor | np.ndarray, lidar2cam: torch.Tensor | np.ndarray,
@@ -206,23 +206,26 @@ def project_to_pairs(points: torch.Tensor | np.ndarray, lidar2cam: torch.Tensor 
     device = pts.device
     rows = _projection_rows(lidar2cam, intrinsics, device)
     window = torch.as_tensor(_image_window(image_size, low), device=device).expand(rows.shape[0], 2, 2)
-    # Centre the image window in the projection itself: rows u, v become (u - c) / r.
-    rows = torch.cat([(rows[:, :2] - window[..., :1] * rows[:, 2:]) / window[..., 1:], rows[:, 2:]], dim=1)
-    cam = _apply_rows(rows, pts, dtype)
+    # Rows per camera: image-centred (u' z, v' z, z) with u' = (u - c) / r for the mask, then the plain
+    # (u z, v z) for the kept pairs: one GEMM for both.
+    centred = (rows[:, :2] - window[..., :1] * rows[:, 2:]) / window[..., 1:]
+    cam = _apply_rows(torch.cat([centred, rows[:, 2:], rows[:, :2]], dim=1), pts, dtype)  # (M, 5, N)
     num_points = cam.shape[2]
-    if device.type == "cpu":  # numpy's compares and flatnonzero are ~4x faster than torch's on CPU
-        arr = cam.numpy()
-        flat = torch.from_numpy(np.flatnonzero(_inside(arr[:, 0], arr[:, 1], arr[:, 2], min_depth)))
-    else:
-        flat = _inside(cam[:, 0], cam[:, 1], cam[:, 2], min_depth).view(-1).nonzero()[:, 0]
+    # On CPU the elementwise test, flatnonzero and gathers run in numpy on the same memory (several
+    # times faster than torch's on one core); the same lines run on torch tensors elsewhere.
+    arr = cam.numpy() if device.type == "cpu" else cam
+    keep = _inside(arr[:, 0], arr[:, 1], arr[:, 2], min_depth).reshape(-1)
+    flat = np.flatnonzero(keep) if device.type == "cpu" else keep.nonzero()[:, 0]
     cam_idx = flat // num_points
     point_idx = flat - cam_idx * num_points
-    base = cam_idx * (3 * num_points) + point_idx  # flat offset of (camera, row u' z, point)
-    values = cam.view(-1)
+    base = cam_idx * (5 * num_points) + point_idx  # flat offset of (camera, row 0, point)
+    values = arr.reshape(-1)
     depth = values[base + 2 * num_points]
-    win = window.to(dtype)[cam_idx]  # (P, 2, 2)
-    centred = torch.stack([values[base], values[base + num_points]], dim=1) / depth[:, None]
-    pairs = Pairs(point_idx, cam_idx, centred * win[..., 1] + win[..., 0], depth)
+    uv = (np.empty if device.type == "cpu" else torch.empty)((len(base), 2), dtype=arr.dtype)
+    uv[:, 0] = values[base + 3 * num_points] / depth
+    uv[:, 1] = values[base + 4 * num_points] / depth
+    point_idx, cam_idx, uv, depth = (torch.as_tensor(x, device=device) for x in (point_idx, cam_idx, uv, depth))
+    pairs = Pairs(point_idx, cam_idx, uv, depth)
     if zbuffer_cell > 0:
         pairs = zbuffer(pairs, zbuffer_cell)
     return pairs
