@@ -21,7 +21,7 @@ def test_head_separates_informative_features_and_not_random_ones():
     informative = torch.nn.functional.one_hot(labels.clamp(max=len(CLASSES) - 1), len(CLASSES)).float() * 3
     informative += 0.3 * torch.randn(informative.shape, generator=gen)
     noise = torch.randn(4000, 16, generator=gen)
-    cfg = LidarProbeConfig(epochs=40, lr=5e-2, batch_points=1000)
+    cfg = LidarProbeConfig(epochs=25, lr=5e-2, batch_points=2000)
     tags = [("clear",), ("night", "rain")]
     good = evaluate(train_head(informative[:2000], labels[:2000], cfg, progress=False),
                     _split(informative[2000:], labels[2000:], tags))

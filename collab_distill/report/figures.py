@@ -58,7 +58,7 @@ def condition_bars(report: dict[str, Any], key: str, path: Path) -> Path:
         ax.set_title(metric.label + (" (higher is better)" if metric.higher_is_better else " (lower is better)"),
                      fontsize=9)
         ax.grid(axis="y", alpha=0.3)
-    axes[0][0].legend(fontsize=7, loc="lower left")
+    fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside right upper", fontsize=7)
     fig.suptitle(sec["title"], fontsize=10)
     return _save(fig, path)
 
@@ -180,8 +180,8 @@ def overlays(showcases: dict[str, Showcase], path: Path, max_depth: float = 80.0
     if seg:
         present = sorted(set(np.unique(first.target.numpy())) - {IGNORE})
         handles = [plt.Rectangle((0, 0), 1, 1, color=palette[k]) for k in present]
-        fig.legend(handles, [first.classes[k] for k in present], loc="lower center", ncol=min(8, len(present)),
-                   fontsize=7)
+        fig.legend(handles, [first.classes[k] for k in present], loc="outside lower center",
+                   ncol=min(8, len(present)), fontsize=7)
     else:
         fig.colorbar(plt.cm.ScalarMappable(plt.Normalize(0, max_depth), "turbo"), ax=axes, shrink=0.6,
                      label="depth (m)")
