@@ -1,7 +1,8 @@
 """The main job on the embedded default, step by step (what ``tools/demo.py`` runs).
 
 synthetic world -> prepare -> clear-weather teacher -> stage 1 -> stage 2 -> baselines
-(teacher_plus, asymmetric, self_distill) -> probes per condition -> report.
+(teacher_plus, asymmetric, self_distill) -> 2D probes (seg, depth) per condition for the teacher and
+every student -> 3D probe of stage 1 and of a random encoder -> report.
 
 Each step writes into ``out/<step>/`` and is skipped when its outputs exist (the run resumes where it
 stopped). Every training step is an ordinary run (``config.yaml``, ``run.json``, checkpoints,
@@ -37,12 +38,14 @@ class DemoOptions:
 SIZES = {
     False: {"synthetic": [],
             "teacher": ["train.epochs=12"], "stage1": ["train.epochs=6"], "stage2": ["train.epochs=2"],
-            "baseline": ["train.epochs=2"]},
+            "baseline": ["train.epochs=2"], "probe": ["train.iterations=300"], "lidar_probe": ["epochs=30"]},
     True: {"synthetic": ["scenes=4", "samples_per_scene=4", "image_size=[224,126]"],
            "teacher": ["train.epochs=6"], "stage1": ["train.epochs=2"], "stage2": ["train.epochs=1"],
-           "baseline": ["train.epochs=1"]},
+           "baseline": ["train.epochs=1"], "probe": ["train.iterations=60", "data.cameras=[CAM_FRONT]"],
+           "lidar_probe": ["epochs=10", "data.cameras=[CAM_FRONT]"]},
 }
 BASELINES = ("teacher_plus", "asymmetric", "self_distill")
+PROBED = ("teacher", *BASELINES, "stage2")  # the frozen teacher and every trained student
 
 
 @dataclass
@@ -105,7 +108,44 @@ def steps(opts: DemoOptions) -> list[Step]:
         result.append(Step(name, out / name / "weights" / "student.safetensors",
                            lambda name=name: _train(f"configs/baselines/{name}.yaml", opts, name,
                                                     [*teacher, *size["baseline"]])))
+    for name in PROBED:
+        for task, config in (("seg", "seg_linear"), ("depth", "depth_linear")):
+            result.append(Step(f"{task} probe: {name}", out / "probes" / name / f"{task}.json",
+                               lambda name=name, config=config: _probe(config, opts, name, size["probe"])))
+    for name, weights in (("stage1", str(out / "stage1" / "weights")), ("random init", "")):
+        result.append(Step(f"3D probe: {name}", out / "probes" / name.replace(" ", "_") / "lidar_seg.json",
+                           lambda name=name, weights=weights: _lidar_probe(opts, name, weights, size["lidar_probe"])))
+    result.append(Step("report", out / "report" / "report.md", lambda: _report(opts)))
     return result
+
+
+def _probe(config: str, opts: DemoOptions, name: str, extra: list[str]) -> None:
+    from collab_distill.probe.config import ProbeConfig
+    from collab_distill.probe.run import run_probe
+
+    encoder = "" if name == "teacher" else str(opts.out / name / "weights" / "student.safetensors")
+    cfg = load_config(REPO / "configs" / "probe" / f"{config}.yaml", [
+        f"experiment.name={name}", f"experiment.output_dir={opts.out / 'probes'}", f"experiment.seed={opts.seed}",
+        f"encoder={encoder}", f"data.info_dir={opts.data / 'infos'}", f"model.image.name={opts.teacher_model}",
+        f"model.image.weights={teacher_weights(opts)}", *extra], schema=ProbeConfig)
+    run_probe(cfg, progress=True)
+
+
+def _lidar_probe(opts: DemoOptions, name: str, weights: str, extra: list[str]) -> None:
+    from collab_distill.probe.lidar import LidarProbeConfig, run_lidar_probe
+    from collab_distill.probe.results import write_result
+
+    cfg = load_config(REPO / "configs" / "probe_lidar" / "synthetic.yaml", [
+        f"point_weights={weights}", f"seed={opts.seed}", f"data.info_dir={opts.data / 'infos'}",
+        f"model.image.name={opts.teacher_model}", f"model.image.weights={teacher_weights(opts)}", *extra],
+        schema=LidarProbeConfig)
+    write_result(run_lidar_probe(cfg, name), opts.out / "probes" / name.replace(" ", "_") / "lidar_seg.json")
+
+
+def _report(opts: DemoOptions) -> None:
+    from collab_distill.report import build_report
+
+    build_report([opts.out / "probes"], opts.out / "report", order=list(PROBED))
 
 
 def run_demo(opts: DemoOptions) -> list[Step]:

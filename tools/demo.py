@@ -2,8 +2,9 @@
 """The main job on the embedded default: a synthetic nuScenes-format world, then every stage.
 
 Steps: synthetic world -> prepare -> a clear-weather teacher -> stage 1 -> stage 2 -> baselines
-(teacher_plus, asymmetric, self_distill). A step whose outputs exist is skipped, so an interrupted run
-continues where it stopped; delete a step's folder under --out to run it again.
+(teacher_plus, asymmetric, self_distill) -> seg and depth probes per condition -> 3D probes -> report.
+A step whose outputs exist is skipped, so an interrupted run continues where it stopped; delete a
+step's output under --out to run it again.
 
 No DINOv2 weights can be downloaded here, so the demo first trains its own small ViT teacher on clear
 synthetic images (supervised by the projected LiDAR: 16-class labels and depth). With
@@ -43,7 +44,10 @@ def main() -> None:
     for step in done:
         took = f"{step.seconds:.0f} s" if step.seconds else "skipped (done before)"
         print(f"  {step.name:24s} {took}")
-    print(f"\nOutputs in {opts.out}/ (one folder per step: config.yaml, metrics.jsonl, tb/, weights/).")
+    report = opts.out / "report" / "report.md"
+    print(f"\n{report.read_text()}" if report.is_file() else "")
+    print(f"Outputs in {opts.out}/ (one folder per step: config.yaml, metrics.jsonl, tb/, weights/); "
+          f"the report with its figures: {report}")
 
 
 if __name__ == "__main__":
