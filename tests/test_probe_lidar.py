@@ -49,3 +49,19 @@ def test_probe_runs_on_the_synthetic_world(synthetic_infos):
     with pytest.raises(FileNotFoundError, match="point_encoder.safetensors"):
         run_lidar_probe(load_config(None, ["point_weights=/nowhere", "model.image.weights=random"],
                                     schema=LidarProbeConfig), "x", progress=False)
+
+
+def test_report_includes_the_3d_probe_next_to_the_2d_tables(tmp_path):
+    from collab_distill.probe.results import write_result
+    from collab_distill.report import build_report
+
+    def result(name: str, miou: float, cos: float) -> dict:
+        group = {"miou": miou, "accuracy": miou, "points": 100, "samples": 2, "iou": {}, "stage1_teacher_cosine": cos}
+        return {"name": name, "task": "lidar_seg", "recipe": {"epochs": 1}, "results": {"all": group, "night": group}}
+
+    write_result(result("stage1", 0.42, 0.81), tmp_path / "probes" / "stage1" / "lidar_seg.json")
+    write_result(result("random init", 0.07, 0.01), tmp_path / "probes" / "random_init" / "lidar_seg.json")
+    text = build_report([tmp_path / "probes"], tmp_path / "report")["markdown"].read_text()
+    assert "3D linear probe of the LiDAR encoder" in text
+    assert "42.0" in text and "7.0" in text and "0.810" in text
+    assert text.index("stage1") < text.index("random init")

@@ -3,7 +3,7 @@
 Top-level keys (``schema`` = :data:`RESULT_SCHEMA`)::
 
     name          the method / run label (report rows)
-    task          "seg" | "depth"
+    task          "seg" | "depth" | "lidar_seg" (the 3D probe; per group "samples" instead of "images")
     protocol      "linear" | "linear+ms" | "lin.1" | "lin.4" | "custom"
     encoder       {"weights", "format", "architecture", "sha256"?}   the probed encoder
     teacher       the same for model.image.weights (the fidelity reference)
@@ -30,7 +30,7 @@ from pathlib import Path
 from typing import Any
 
 RESULT_SCHEMA = "collab_distill.probe/1"
-TASKS = ("seg", "depth")
+TASKS = ("seg", "depth", "lidar_seg")  # lidar_seg: the 3D probe (collab_distill/probe/lidar.py)
 
 
 class ResultError(ValueError):

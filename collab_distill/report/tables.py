@@ -13,7 +13,7 @@ from collab_distill.probe.train import GROUPS
 
 REPORT_SCHEMA = "collab_distill.report/1"
 #: Known methods, in the order rows appear; others follow alphabetically.
-METHOD_ORDER = ("teacher", "teacher_plus", "asymmetric", "self_distill", "stage2")
+METHOD_ORDER = ("teacher", "teacher_plus", "asymmetric", "self_distill", "stage2", "stage1", "random init")
 MISSING = "-"
 
 
@@ -49,6 +49,9 @@ SECTIONS = (
         Metric("delta3", "delta3 (%)", 100, 1))),
     Section("fidelity", "Feature fidelity (encoder on the adverse view vs teacher on its clear render)", (
         Metric("patch_cosine", "patch cosine", 1, 3), Metric("cls_cosine", "CLS cosine", 1, 3))),
+    Section("lidar_seg", "3D linear probe of the LiDAR encoder (per-point lidarseg) and stage-1 agreement", (
+        Metric("miou", "mIoU (%)", 100, 1),
+        Metric("stage1_teacher_cosine", "cosine of 3D features to the teacher's at their pixels", 1, 3))),
 )
 SECTION_BY_KEY = {s.key: s for s in SECTIONS}
 IOU = Metric("iou", "IoU (%)", 100, 1)
@@ -94,7 +97,7 @@ def collect(paths: list[str], order: list[str] | None = None) -> dict[str, Any]:
             "recipe": r["recipe"], "showcase": r.get("showcase")}
         if r.get("classes"):
             classes[r["task"]] = r["classes"]
-    conditions = [g for g in GROUPS if any(res.get(g, {}).get("images", 0) > 0
+    conditions = [g for g in GROUPS if any(res.get(g, {}).get("images", res.get(g, {}).get("samples", 0)) > 0
                                            for sec in per_section.values() for res in sec.values())]
     sections = {}
     for section in SECTIONS:
