@@ -85,6 +85,7 @@ class ProbeConfig:
     """Top-level schema of a probe run (``tools/probe_seg.py``, ``tools/probe_depth.py``)."""
 
     task: Literal["seg", "depth"] = "seg"
+    device: str = "cpu"              # where the frozen encoder runs ("cuda" on a GPU); heads train on the CPU
     experiment: ExperimentConfig = field(default_factory=lambda: ExperimentConfig(name="", output_dir="runs/probes"))
     encoder: str = ""                # weights probed; "" = model.image.weights (the teacher itself)
     data: DataConfig = field(default_factory=lambda: DataConfig(conditions=["all"], cameras=["all"]))

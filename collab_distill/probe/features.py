@@ -72,10 +72,11 @@ def precompute(encoder: ImageEncoder, batches: Iterable[list[ProbeView]], blocks
     :func:`~collab_distill.probe.data.collate_views`)."""
     patches, cls_list, labels, depths, tags, names = [], [], [], [], [], []
     for views in tqdm(batches, desc=desc, unit="batch", disable=not progress):
-        patch, cls = probe_features(encoder, torch.stack([v.image for v in views]), blocks, cls_token)
-        patches.append(patch.to(STORE_DTYPE))
+        images = torch.stack([v.image for v in views]).to(encoder.mean.device)
+        patch, cls = probe_features(encoder, images, blocks, cls_token)
+        patches.append(patch.to("cpu", STORE_DTYPE))
         if cls is not None:
-            cls_list.append(cls.to(STORE_DTYPE))
+            cls_list.append(cls.to("cpu", STORE_DTYPE))
         labels.extend(v.label for v in views)
         depths.extend(v.depth for v in views)
         tags.extend(v.tags for v in views)

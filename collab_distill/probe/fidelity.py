@@ -31,10 +31,11 @@ def feature_fidelity(encoder: ImageEncoder, teacher: ImageEncoder, batches: Iter
         views = [v for v in views if v.reference is not None]
         if not views:
             continue
-        ours = encoder(torch.stack([v.image for v in views]), blocks=[-1])
-        theirs = teacher(torch.stack([v.reference for v in views]), blocks=[-1])
-        patch = F.cosine_similarity(ours.patch[0], theirs.patch[0], dim=1).flatten(1).mean(1)
-        cls = F.cosine_similarity(ours.cls, theirs.cls, dim=1)
+        device = encoder.mean.device
+        ours = encoder(torch.stack([v.image for v in views]).to(device), blocks=[-1])
+        theirs = teacher(torch.stack([v.reference for v in views]).to(device), blocks=[-1])
+        patch = F.cosine_similarity(ours.patch[0], theirs.patch[0], dim=1).flatten(1).mean(1).cpu()
+        cls = F.cosine_similarity(ours.cls, theirs.cls, dim=1).cpu()
         for view, p, c in zip(views, patch.tolist(), cls.tolist()):
             for group in (*view.tags, ALL):
                 sums[group][0] += 1

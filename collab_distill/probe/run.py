@@ -14,6 +14,7 @@ import yaml
 from torch.utils.data import DataLoader, Dataset, Subset
 
 from collab_distill.config import config_to_dict, git_revision
+from collab_distill.models import ImageEncoder
 from collab_distill.probe.config import ProbeConfig, ProbeError, check_probe_config, protocol_name
 from collab_distill.probe.data import FolderViews, NuScenesViews, ProbeView, collate_views
 from collab_distill.probe.encoder import describe_weights, load_encoder
@@ -91,7 +92,8 @@ def run_probe(cfg: ProbeConfig, progress: bool = True, command: list[str] | None
     log.info("probe %s (%s) of %s: %d train / %d eval samples at %s", cfg.task, protocol_name(cfg), weights,
              len(train_set), len(eval_set), size)
 
-    encoder = load_encoder(dataclasses.replace(cfg.model.image, norm=cfg.head.norm), weights, size, seed)
+    device = torch.device(cfg.device)
+    encoder = load_encoder(dataclasses.replace(cfg.model.image, norm=cfg.head.norm), weights, size, seed).to(device)
     blocks, cls_token = list(cfg.head.blocks), cfg.head.cls_token
     train_bank = precompute(encoder, _loader(train_set, cfg), blocks, cls_token, progress, "train features")
     eval_bank = precompute(encoder, _loader(eval_set, cfg), blocks, cls_token, progress, "eval features")
@@ -114,10 +116,10 @@ def run_probe(cfg: ProbeConfig, progress: bool = True, command: list[str] | None
         "results": results, "train_results": train_results}
     if cfg.eval.fidelity or cfg.eval.showcase > 0:
         normed_cfg = dataclasses.replace(cfg.model.image, norm=True, blocks=[-1])
-        normed = load_encoder(normed_cfg, weights, size, seed)
+        normed = load_encoder(normed_cfg, weights, size, seed).to(device)
         with_reference = build_views(cfg, train=False, with_reference=True)
         if cfg.eval.fidelity and not cfg.folder.root:
-            teacher = load_encoder(normed_cfg, cfg.model.image.weights, size, seed)
+            teacher = load_encoder(normed_cfg, cfg.model.image.weights, size, seed).to(device)
             result["fidelity"] = feature_fidelity(normed, teacher, _loader(with_reference, cfg), progress)
         if cfg.eval.showcase > 0:
             showcase = build_showcase(cfg, task, head, eval_bank, with_reference, normed, classes)
@@ -160,7 +162,7 @@ def recipe(cfg: ProbeConfig, train_images: int, eval_images: int) -> dict[str, A
 
 @torch.no_grad()
 def build_showcase(cfg: ProbeConfig, task: ProbeTask, head: torch.nn.Module, bank: FeatureBank, views: Dataset,
-                   encoder: torch.nn.Module, classes: tuple[str, ...]) -> Showcase:
+                   encoder: ImageEncoder, classes: tuple[str, ...]) -> Showcase:
     """The showcase views of ``bank`` (chosen by :func:`select_showcase`) with predictions and features."""
     index = select_showcase(bank.names, bank.tags, cfg.eval.showcase)
     chosen = {bank.names[i] for i in index}
@@ -173,9 +175,11 @@ def build_showcase(cfg: ProbeConfig, task: ProbeTask, head: torch.nn.Module, ban
     refs = torch.stack([v.reference if v.reference is not None else torch.zeros_like(v.image) for v in shown])
     idx = torch.tensor(index)
     target = bank.label[idx] if cfg.task == "seg" else bank.depth[idx]
+    device = encoder.mean.device
+    features, ref_features = (encoder(x.to(device)).patch[0].to("cpu", STORE_DTYPE) for x in (images, refs))
     return Showcase(cfg.task, [bank.names[i] for i in index], [bank.tags[i] for i in index], list(classes),
-                    to_uint8(images), to_uint8(refs), has_ref, encoder(images).patch[0].to(STORE_DTYPE),
-                    encoder(refs).patch[0].to(STORE_DTYPE), task.predict(head, bank, idx), target)
+                    to_uint8(images), to_uint8(refs), has_ref, features, ref_features, task.predict(head, bank, idx),
+                    target)
 
 
 def _items_with(views: Dataset, names: set[str]) -> list[int]:
