@@ -15,13 +15,13 @@ from __future__ import annotations
 import argparse
 import json
 import platform
-import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from collab_distill.defense import ASVPConfig, perturb
+
+from _timing import best_ms
 
 REPO = Path(__file__).resolve().parents[1]
 SHAPES = {
@@ -32,17 +32,6 @@ SHAPES = {
     "ViT-tiny tokens, 8 x 126x224 (8, 145, 192)": (8, 145, 192),
     "ViT-S tokens, 8 x 224x448 (8, 513, 384)": (8, 513, 384),
 }
-
-
-def best_ms(fn: Callable[[], object], repeats: int) -> float:
-    """Fastest of ``repeats`` timed calls after a warm-up, in ms: other processes only add time."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return min(times)
 
 
 def features(shape: tuple[int, ...]) -> torch.Tensor:

@@ -16,27 +16,16 @@ import argparse
 import json
 import math
 import platform
-import time
 from pathlib import Path
-from typing import Callable
 
 import torch
 
 from collab_distill.data.degrade import (available_image_degradations, available_lidar_degradations, degrade_image,
                                          degrade_lidar)
 
+from _timing import best_ms
+
 REPO = Path(__file__).resolve().parents[1]
-
-
-def best_ms(fn: Callable[[], object], repeats: int) -> float:
-    """Fastest of ``repeats`` timed calls after a warm-up, in ms: other processes only add time."""
-    fn()
-    times = []
-    for _ in range(repeats):
-        start = time.perf_counter()
-        fn()
-        times.append((time.perf_counter() - start) * 1e3)
-    return min(times)
 
 
 def street_scan(beams: int = 32, azimuths: int = 1090, seed: int = 0) -> torch.Tensor:
