@@ -13,8 +13,8 @@ from PIL import Image
 
 from collab_distill.probe.results import write_result
 from collab_distill.probe.showcase import Showcase
-from collab_distill.report import ReportError, build_report
-from collab_distill.report.tables import SECTION_BY_KEY
+from collab_distill.report import ReportError, build_report, find_results
+from collab_distill.report.tables import SECTION_BY_KEY, collect
 
 REPO = Path(__file__).resolve().parents[1]
 CLASSES = ["car", "driveable_surface", "vegetation"]
@@ -158,3 +158,44 @@ def test_cli_reports_a_missing_input_in_one_line(tmp_path, monkeypatch, capsys):
         tool.main()
     lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
     assert exit_info.value.code == 2 and len(lines) == 1 and "no such file or folder" in lines[0]
+
+
+def test_seed_summary_is_mean_and_sample_std_of_the_reports(tmp_path):
+    from collab_distill.report.seeds import write_seed_summary
+
+    reports = []
+    for seed in range(3):
+        runs = tmp_path / f"seed{seed}"
+        _write_runs(runs)
+        rng = np.random.default_rng(seed)  # other numbers per seed
+        for method in METHODS:
+            path = runs / method / "seg.json"
+            result = json.loads(path.read_text())
+            result["results"]["clear"]["miou"] = float(rng.uniform(0.2, 0.7))
+            if seed == 2 and method == "teacher":
+                result["results"]["clear"]["accuracy"] = None
+            write_result(result, path)
+        report = runs / "report" / "report.json"  # what build_report writes, without the figures
+        report.parent.mkdir()
+        report.write_text(json.dumps(collect([str(p) for p in find_results([runs])])))
+        reports.append(report)
+    paths = write_seed_summary(reports, tmp_path / "seeds")
+    summary = json.loads(paths["json"].read_text())
+    assert summary["seeds"] == ["seed0", "seed1", "seed2"]
+    per_seed = [json.loads(p.read_text()) for p in reports]
+    values = [r["sections"]["seg"]["values"]["stage2"]["clear"]["miou"] for r in per_seed]
+    cell = summary["sections"]["seg"]["values"]["stage2"]["clear"]["miou"]
+    assert cell["values"] == values and len(set(values)) == 3
+    assert cell["mean"] == pytest.approx(np.mean(values)) and cell["std"] == pytest.approx(np.std(values, ddof=1))
+    assert summary["sections"]["seg"]["values"]["teacher"]["clear"]["accuracy"]["mean"] is None  # seed 2 lacks it
+    assert summary["sections"]["seg"]["values"]["teacher"]["fog"]["accuracy"]["mean"] is not None
+    assert "snow" not in summary["conditions"]  # no image in any seed
+    text = paths["markdown"].read_text()
+    assert f"{100 * cell['mean']:.1f} ± {100 * cell['std']:.1f}" in text
+
+
+def test_seed_summary_names_a_missing_report(tmp_path):
+    from collab_distill.report.seeds import write_seed_summary
+
+    with pytest.raises(ReportError, match="seed1"):
+        write_seed_summary([tmp_path / "seed1" / "report" / "report.json"], tmp_path / "seeds")

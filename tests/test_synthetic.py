@@ -261,6 +261,13 @@ def test_condition_parsing_and_scene_plan():
     trainval = plan_scenes(SyntheticConfig(version="v1.0-trainval", scenes=20))
     assert {p.split for p in trainval} == {"train", "val"}
     assert all(p.name in (splits.train if p.split == "train" else splits.val) for p in trainval)
+    wanted = ["clear", "fog", "night+rain"]
+    chosen = plan_scenes(SyntheticConfig(version="v1.0-trainval", scenes=7, val_conditions=wanted))
+    assert sorted(str(p.condition) for p in chosen if p.split == "val") == sorted(str(Condition.parse(c))
+                                                                                  for c in wanted)
+    assert sum(p.split == "train" for p in chosen) == 4
+    with pytest.raises(ConfigError, match="val scene names"):
+        plan_scenes(SyntheticConfig(scenes=6, val_conditions=["fog", "snow", "rain"]))  # mini has 2 val names
 
 
 def test_weather_physics_on_a_synthetic_sweep():

@@ -111,7 +111,8 @@ def collect(paths: list[str], order: list[str] | None = None) -> dict[str, Any]:
             "classes": classes, "runs": runs}
 
 
-def _table(header: list[str], rows: list[list[str]]) -> list[str]:
+def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
+    """Markdown lines of a table: the first column left-aligned, the others right-aligned."""
     lines = ["| " + " | ".join(header) + " |", "|---" + "|---:" * (len(header) - 1) + "|"]
     lines += ["| " + " | ".join(row) + " |" for row in rows]
     return lines
@@ -119,6 +120,24 @@ def _table(header: list[str], rows: list[list[str]]) -> list[str]:
 
 def _cell(values: dict[str, Any], group: str, metric: Metric) -> str:
     return metric.format(values.get(group, {}).get(metric.key))
+
+
+def headline_table(report: dict[str, Any], key: str) -> list[str]:
+    """Markdown lines of section ``key``'s first metric: methods x conditions."""
+    head = SECTION_BY_KEY[key].metrics[0]
+    arrow = "higher is better" if head.higher_is_better else "lower is better"
+    conditions = report["conditions"]
+    return [f"{head.label}, {arrow}:", "", *markdown_table(
+        ["method", *conditions], [[m, *(_cell(v, g, head) for g in conditions)]
+                                  for m, v in report["sections"][key]["values"].items()])]
+
+
+def headlines(report: dict[str, Any]) -> str:
+    """Every section's title and headline table (what the demo prints at the end)."""
+    out = []
+    for key, sec in report["sections"].items():
+        out += [f"## {sec['title']}", "", *headline_table(report, key), ""]
+    return "\n".join(out)
 
 
 def markdown(report: dict[str, Any], figures: dict[str, str] | None = None) -> str:
@@ -130,20 +149,16 @@ def markdown(report: dict[str, Any], figures: dict[str, str] | None = None) -> s
            "with two tags counts for both). `-`: no value. Recipes at the end.", ""]
     for key, sec in report["sections"].items():
         section = SECTION_BY_KEY[key]
-        head = section.metrics[0]
-        arrow = "higher is better" if head.higher_is_better else "lower is better"
-        out += [f"## {sec['title']}", "", f"{head.label}, {arrow}:", ""]
-        out += _table(["method", *conditions], [[m, *(_cell(v, g, head) for g in conditions)]
-                                                for m, v in sec["values"].items()])
+        out += [f"## {sec['title']}", "", *headline_table(report, key)]
         for group in conditions:
             out += ["", f"### {key}: {group}", ""]
-            out += _table(["method", *(x.label for x in section.metrics), "images"],
+            out += markdown_table(["method", *(x.label for x in section.metrics), "images"],
                           [[m, *(_cell(v, group, x) for x in section.metrics),
                             str(v.get(group, {}).get("images", 0))] for m, v in sec["values"].items()])
         if key == "seg" and report["classes"].get("seg"):
             out += ["", "### seg: per-class IoU (%), all", ""]
             names = report["classes"]["seg"]
-            out += _table(["method", *names], [[m, *(IOU.format(v.get("all", {}).get("iou", {}).get(c))
+            out += markdown_table(["method", *names], [[m, *(IOU.format(v.get("all", {}).get("iou", {}).get(c))
                                                      for c in names)] for m, v in sec["values"].items()])
         out.append("")
     out += ["## Recipes", ""]
@@ -156,7 +171,7 @@ def markdown(report: dict[str, Any], figures: dict[str, str] | None = None) -> s
                          str(r.get("batch_size")), str(r.get("lr")), str(r.get("seed")),
                          ",".join(r.get("train_conditions", [])), str(r.get("train_images")),
                          str(r.get("eval_images"))])
-    out += _table(["method", "task", "protocol", "encoder", "H x W", "blocks", "iterations", "batch", "lr",
+    out += markdown_table(["method", "task", "protocol", "encoder", "H x W", "blocks", "iterations", "batch", "lr",
                    "seed", "train conditions", "train images", "eval images"], rows)
     if figures:
         out += ["", "## Figures", ""]

@@ -84,6 +84,7 @@ class SyntheticConfig:
     image_size: tuple[int, int] = (448, 252)  # (width, height)
     conditions: list[str] = field(default_factory=lambda: ["clear", "night", "rain", "fog", "snow",
                                                            "night+rain"])
+    val_conditions: list[str] = field(default_factory=list)  # one val scene per entry; empty: in proportion
     paired_clear: bool = False
     dense_maps: bool = False
     seed: int = 0
@@ -113,6 +114,11 @@ def validate_config(cfg: SyntheticConfig) -> None:
     if not cfg.conditions:
         raise ConfigError("conditions must name at least one condition")
     cfg.parsed_conditions()
+    for text in cfg.val_conditions:
+        Condition.parse(text)
+    if cfg.val_conditions and len(cfg.val_conditions) >= cfg.scenes:
+        raise ConfigError(f"val_conditions names {len(cfg.val_conditions)} val scenes; scenes ({cfg.scenes}) "
+                          "must leave at least one for train")
     if not 1 <= cfg.jpeg_quality <= 100:
         raise ConfigError(f"jpeg_quality must be in 1..100, got {cfg.jpeg_quality}")
     if cfg.weather.severity <= 0:

@@ -62,18 +62,25 @@ def _split_names(version: str) -> tuple[list[str], list[str]]:
 
 
 def plan_scenes(cfg: SyntheticConfig) -> list[ScenePlan]:
-    """Pick official scene names (train and val in proportion, at least one val scene when there are
-    two or more scenes) and give each a condition.
+    """Pick official scene names and give each a condition.
 
-    Conditions: if ``clear`` is listed, every other scene of each split is clear (train starts with
-    clear, val with an adverse scene) and the adverse conditions take turns over the rest, train
+    Val scenes: one per ``val_conditions`` entry, with that condition, when the list is given;
+    otherwise in proportion to the official split (at least one when there are two or more scenes).
+    Other conditions: if ``clear`` is listed, every other scene of each split is clear (train starts
+    with clear, val with an adverse scene) and the adverse conditions take turns over the rest, train
     first; otherwise all listed conditions take turns.
     """
     train, val = _split_names(cfg.version)
     total = len(train) + len(val)
     if cfg.scenes > total:
         raise ConfigError(f"{cfg.version} has {total} official scene names; asked for {cfg.scenes} scenes")
-    n_val = 0 if cfg.scenes == 1 else min(len(val), max(1, round(cfg.scenes * len(val) / total)))
+    if len(cfg.val_conditions) > len(val):
+        raise ConfigError(f"{cfg.version} has {len(val)} official val scene names; val_conditions asks for "
+                          f"{len(cfg.val_conditions)} (use version v1.0-trainval)")
+    if cfg.val_conditions:
+        n_val = len(cfg.val_conditions)
+    else:
+        n_val = 0 if cfg.scenes == 1 else min(len(val), max(1, round(cfg.scenes * len(val) / total)))
     n_train = min(len(train), cfg.scenes - n_val)
     n_val = cfg.scenes - n_train
     conditions = cfg.parsed_conditions()
@@ -83,7 +90,9 @@ def plan_scenes(cfg: SyntheticConfig) -> list[ScenePlan]:
     turn = 0
     for split, names, clear_first in (("train", train[:n_train], True), ("val", val[:n_val], False)):
         for j, name in enumerate(names):
-            if adverse and (not clear or (j % 2 == 0) != clear_first):
+            if split == "val" and cfg.val_conditions:
+                cond = Condition.parse(cfg.val_conditions[j])
+            elif adverse and (not clear or (j % 2 == 0) != clear_first):
                 cond, turn = adverse[turn % len(adverse)], turn + 1
             else:
                 cond = clear[0]

@@ -1,0 +1,95 @@
+"""Mean and standard deviation of several seeds' reports (``report.json`` of :mod:`collab_distill.report`).
+
+For each section, method, condition and metric: the values of every seed, their mean and their
+sample standard deviation (``ddof = 1``; 0 for one seed). A value missing in any seed is missing.
+"""
+from __future__ import annotations
+
+import json
+import math
+from pathlib import Path
+from typing import Any
+
+from collab_distill.report.tables import MISSING, SECTION_BY_KEY, Metric, ReportError, markdown_table
+
+SEEDS_SCHEMA = "collab_distill.seeds/1"
+
+
+def aggregate(reports: list[dict[str, Any]], labels: list[str]) -> dict[str, Any]:
+    """The seed summary of ``reports`` (one per seed, named by ``labels``).
+
+    Raises:
+        ReportError: no report, or the reports disagree on their methods or sections.
+    """
+    if not reports:
+        raise ReportError("no report to aggregate")
+    first = reports[0]
+    for label, report in zip(labels, reports):
+        if report["methods"] != first["methods"] or set(report["sections"]) != set(first["sections"]):
+            raise ReportError(f"report {label} has other methods or sections than {labels[0]}")
+    conditions = [c for c in first["conditions"] if all(c in r["conditions"] for r in reports)]
+    sections: dict[str, Any] = {}
+    for key, sec in first["sections"].items():
+        values: dict[str, Any] = {}
+        for method in sec["values"]:
+            values[method] = {}
+            for group in conditions:
+                cell = {}
+                for metric in SECTION_BY_KEY[key].metrics:
+                    seeds = [r["sections"][key]["values"].get(method, {}).get(group, {}).get(metric.key)
+                             for r in reports]
+                    cell[metric.key] = _stats(seeds)
+                values[method][group] = cell
+        sections[key] = {"title": sec["title"], "values": values}
+    return {"schema": SEEDS_SCHEMA, "seeds": labels, "methods": first["methods"], "conditions": conditions,
+            "sections": sections}
+
+
+def _stats(values: list[float | None]) -> dict[str, Any]:
+    if any(v is None for v in values):
+        return {"values": values, "mean": None, "std": None}
+    mean = sum(values) / len(values)
+    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
+    return {"values": values, "mean": mean, "std": math.sqrt(var)}
+
+
+def _format(stats: dict[str, Any], metric: Metric) -> str:
+    if stats["mean"] is None:
+        return MISSING
+    return f"{metric.format(stats['mean'])} ± {metric.format(stats['std'])}"
+
+
+def markdown(summary: dict[str, Any]) -> str:
+    """One table per section (methods x conditions, headline metric, mean ± std), then the other
+    metrics for ``all``."""
+    out = ["# Mean ± std over seeds", "",
+           f"Seeds: {', '.join(summary['seeds'])} (std: sample standard deviation over seeds).", ""]
+    conditions = summary["conditions"]
+    for key, sec in summary["sections"].items():
+        metrics = SECTION_BY_KEY[key].metrics
+        head = metrics[0]
+        arrow = "higher is better" if head.higher_is_better else "lower is better"
+        out += [f"## {sec['title']}", "", f"{head.label}, {arrow}:", ""]
+        out += markdown_table(["method", *conditions], [[m, *(_format(v[g][head.key], head) for g in conditions)]
+                                                for m, v in sec["values"].items()])
+        if len(metrics) > 1 and "all" in conditions:
+            out += ["", "All conditions, every metric:", ""]
+            out += markdown_table(["method", *(x.label for x in metrics)],
+                          [[m, *(_format(v["all"][x.key], x) for x in metrics)] for m, v in sec["values"].items()])
+        out.append("")
+    return "\n".join(out)
+
+
+def write_seed_summary(report_files: list[Path], out_stem: Path) -> dict[str, Path]:
+    """Read one ``report.json`` per seed; write ``<out_stem>.json`` and ``<out_stem>.md``."""
+    missing = [str(p) for p in report_files if not Path(p).is_file()]
+    if missing:
+        raise ReportError(f"missing report(s): {', '.join(missing)} (run those seeds first)")
+    reports = [json.loads(Path(p).read_text()) for p in report_files]
+    labels = [Path(p).parent.parent.name for p in report_files]
+    summary = aggregate(reports, labels)
+    out_stem.parent.mkdir(parents=True, exist_ok=True)
+    paths = {"json": out_stem.with_suffix(".json"), "markdown": out_stem.with_suffix(".md")}
+    paths["json"].write_text(json.dumps(summary, indent=2, allow_nan=False) + "\n")
+    paths["markdown"].write_text(markdown(summary))
+    return paths
