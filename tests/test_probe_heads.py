@@ -85,3 +85,12 @@ def test_depth_losses_are_scale_aware_as_intended():
     total = sig_loss(pred, gt, none) + gradient_loss(pred, gt, none)
     total.backward()
     assert total.item() == 0.0 and torch.isfinite(pred.grad).all()
+
+
+@pytest.mark.parametrize("size_in,size_out", [((9, 18), (36, 72)), ((9, 18), (126, 252)), ((7, 5), (20, 13))])
+def test_separable_resize_equals_bilinear_interpolate(size_in, size_out):
+    from collab_distill.probe.heads import resize_bilinear
+
+    x = torch.randn(2, 3, *size_in, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
+    expected = F.interpolate(x, size=size_out, mode="bilinear", align_corners=False)
+    assert torch.allclose(resize_bilinear(x, size_out), expected, atol=1e-12)

@@ -44,7 +44,23 @@ class LinearHead(nn.Module):
     def _upsample(self, x: Tensor) -> Tensor:
         if self.upsample == 1:
             return x
-        return F.interpolate(x, scale_factor=self.upsample, mode="bilinear", align_corners=False)
+        return resize_bilinear(x, (x.shape[-2] * self.upsample, x.shape[-1] * self.upsample))
+
+
+def interpolation_matrix(size: int, out_size: int, dtype: torch.dtype = torch.float32) -> Tensor:
+    """``(out_size, size)`` matrix of 1D linear resampling (``align_corners=False``): the operator that
+    ``F.interpolate(..., mode="bilinear")`` applies along each axis."""
+    eye = torch.eye(size, dtype=dtype)[:, None, :]                                   # (size, 1, size)
+    return F.interpolate(eye, size=out_size, mode="linear", align_corners=False)[:, 0].T
+
+
+def resize_bilinear(x: Tensor, size: tuple[int, int]) -> Tensor:
+    """``(B, C, h, w)`` -> ``(B, C, H, W)``: the same values as ``F.interpolate(x, size,
+    mode="bilinear", align_corners=False)``, as two small matmuls (bilinear interpolation is
+    separable); several times faster forward and backward on a CPU."""
+    rows = interpolation_matrix(x.shape[-2], size[0], x.dtype).to(x.device)          # (H, h)
+    cols = interpolation_matrix(x.shape[-1], size[1], x.dtype).to(x.device)          # (W, w)
+    return rows @ (x @ cols.T)
 
 
 def bin_weights(logits: Tensor, eps: float = BIN_EPS) -> Tensor:

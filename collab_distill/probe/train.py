@@ -19,7 +19,7 @@ from collab_distill.models import sample_features
 from collab_distill.probe.config import ProbeHeadConfig, ProbeTrainConfig
 from collab_distill.probe.data import IGNORE
 from collab_distill.probe.features import FeatureBank
-from collab_distill.probe.heads import DepthHead, LinearHead, gradient_loss, sig_loss
+from collab_distill.probe.heads import DepthHead, LinearHead, gradient_loss, resize_bilinear, sig_loss
 from collab_distill.probe.metrics import ConfusionMatrix, DepthMetrics
 from collab_distill.probe.results import finite_or_none
 
@@ -30,7 +30,7 @@ GROUPS = (*CONDITION_TAGS, ALL)
 
 def upsample_to(maps: Tensor, size: tuple[int, int]) -> Tensor:
     """``(B, C, h, w)`` -> ``(B, C, H, W)``, bilinear (``align_corners=False``, as DINOv2)."""
-    return F.interpolate(maps, size=size, mode="bilinear", align_corners=False)
+    return resize_bilinear(maps, size)
 
 
 def values_at_labels(maps: Tensor, label: Tensor) -> tuple[Tensor, Tensor]:
