@@ -17,6 +17,7 @@ import numpy as np
 import torch
 
 ArrayLike = np.ndarray | Sequence[float]
+Array = np.ndarray | torch.Tensor
 
 
 # --------------------------------------------------------------------------------------------
@@ -116,13 +117,16 @@ def _as_tensor(x: torch.Tensor | np.ndarray, dtype: torch.dtype, device: torch.d
     return torch.as_tensor(x, dtype=dtype, device=device)
 
 
+def _as_float64(x: torch.Tensor | np.ndarray | Sequence[float]) -> np.ndarray:
+    """A small tensor or array (calibration, image sizes) as a float64 numpy array."""
+    return np.asarray(x.detach().cpu() if isinstance(x, torch.Tensor) else x, dtype=np.float64)
 
-def _projection_rows(lidar2cam: torch.Tensor | np.ndarray, intrinsics: torch.Tensor | np.ndarray,
-                     device: torch.device) -> torch.Tensor:
-    """``(M, 3, 4)`` float64 ``K @ lidar2cam[:3]``: maps homogeneous points to ``(u z, v z, z)``."""
-    l2c = _as_tensor(lidar2cam, torch.float64, device).reshape(-1, 4, 4)
-    k = _as_tensor(intrinsics, torch.float64, device).reshape(-1, 3, 3)
-    return k @ l2c[:, :3, :]
+
+def _projection_rows(lidar2cam: torch.Tensor | np.ndarray, intrinsics: torch.Tensor | np.ndarray
+                     ) -> torch.Tensor | np.ndarray:
+    """``(M, 3, 4)`` ``K @ lidar2cam[:3]``, mapping homogeneous points to ``(u z, v z, z)``, from ``(M, 4, 4)``
+    or ``(4, 4)`` transforms and ``(M, 3, 3)`` or ``(3, 3)`` intrinsics (both tensors or both arrays)."""
+    return intrinsics.reshape(-1, 3, 3) @ lidar2cam.reshape(-1, 4, 4)[:, :3, :]
 
 
 def _apply_rows(rows: torch.Tensor, points: torch.Tensor, dtype: torch.dtype) -> torch.Tensor:
@@ -148,7 +152,9 @@ def project_points(points: torch.Tensor | np.ndarray, lidar2cam: torch.Tensor | 
         depth: ``(M, N)`` depth along each camera's optical axis.
     """
     pts = _as_tensor(points, dtype)
-    cam = _apply_rows(_projection_rows(lidar2cam, intrinsics, pts.device), pts, dtype)
+    rows = _projection_rows(_as_tensor(lidar2cam, torch.float64, pts.device),
+                            _as_tensor(intrinsics, torch.float64, pts.device))
+    cam = _apply_rows(rows, pts, dtype)
     depth = cam[:, 2]
     return (cam[:, :2] / depth[:, None]).transpose(1, 2), depth
 
@@ -156,9 +162,7 @@ def project_points(points: torch.Tensor | np.ndarray, lidar2cam: torch.Tensor | 
 def _image_window(image_size: torch.Tensor | np.ndarray | Sequence[int], low: float) -> np.ndarray:
     """``(M or 1, 2, 2)`` float64: per camera ``[[c_u, r_u], [c_v, r_v]]``, the centre and half-width of
     the open interval ``low < u < W - 1`` (and ``low < v < H - 1``)."""
-    size = np.asarray(image_size.cpu() if isinstance(image_size, torch.Tensor) else image_size,
-                      dtype=np.float64).reshape(-1, 2)
-    upper = size[:, ::-1] - 1.0  # (W - 1, H - 1)
+    upper = _as_float64(image_size).reshape(-1, 2)[:, ::-1] - 1.0  # (W - 1, H - 1)
     return np.stack([(upper + low) / 2, (upper - low) / 2], axis=-1)
 
 
@@ -191,6 +195,49 @@ def inside_mask(uv: torch.Tensor, depth: torch.Tensor, image_size: torch.Tensor 
     return _inside(centred[..., 0] * depth, centred[..., 1] * depth, depth, min_depth)
 
 
+def _centred_rows(lidar2cam: torch.Tensor | np.ndarray, intrinsics: torch.Tensor | np.ndarray,
+                  image_size: torch.Tensor | Sequence[int], low: float) -> tuple[np.ndarray, np.ndarray]:
+    """float64 rows ``(M, 3, 4)`` mapping homogeneous points to image-centred ``(u' z, v' z, z)``, where
+    ``u' = (u - c_u) / r_u`` and ``v' = (v - c_v) / r_v``, and the window ``(M, 2, 2)`` (see :func:`_image_window`)."""
+    rows = _projection_rows(_as_float64(lidar2cam), _as_float64(intrinsics))
+    window = np.broadcast_to(_image_window(image_size, low), (len(rows), 2, 2))
+    rows[:, :2] = (rows[:, :2] - window[..., :1] * rows[:, 2:]) / window[..., 1:]
+    return rows, window
+
+
+def _kept_pairs(points: Array, rows: Array, window: Array, min_depth: float
+                ) -> tuple[Array, Array, Array, Array]:
+    """``(point_idx (P,), cam_idx (P,), uv (P, 2), depth (P,))`` of the pairs kept by :func:`_inside`, ordered
+    by camera then point, from points ``(N, >=3)``, image-centred rows ``(M, 3, 4)`` (mapping homogeneous
+    points to ``(u' z, v' z, z)``) and the window ``(M, 2, 2)`` ``[[c_u, r_u], [c_v, r_v]]``, all of one dtype.
+
+    The same lines run on numpy arrays and on torch tensors (on any device); indices are int64.
+    """
+    is_numpy = isinstance(points, np.ndarray)
+    xp = np if is_numpy else torch
+    xyz1 = np.empty((4, len(points)), points.dtype) if is_numpy else points.new_empty(4, len(points))
+    xyz1[:3] = points[:, :3].T
+    xyz1[3] = 1
+    # One camera at a time, into one reused (3, N) buffer that stays in cache through the mask and gathers.
+    cam = xp.empty_like(xyz1[:3])
+    point_idx, cam_idx, uv, depth = [], [], [], []
+    for m in range(len(rows)):
+        xp.matmul(rows[m], xyz1, out=cam)
+        keep = _inside(cam[0], cam[1], cam[2], min_depth)
+        idx = np.flatnonzero(keep) if is_numpy else keep.nonzero()[:, 0]
+        kept = cam.take(idx, axis=1) if is_numpy else cam[:, idx]  # (3, P_m)
+        pixels = kept[:2] / kept[2]  # (2, P_m): (u', v'), then (u, v) = c + r (u', v')
+        pixels *= window[m, :, 1:]
+        pixels += window[m, :, :1]
+        point_idx.append(idx)
+        cam_idx.append(xp.full_like(idx, m))
+        uv.append(pixels)
+        depth.append(kept[2])
+    uv = xp.concatenate(uv, axis=1)  # (2, P), interleaved below (two row copies beat a 2-D transpose)
+    return (xp.concatenate(point_idx), xp.concatenate(cam_idx), xp.stack((uv[0], uv[1]), axis=1),
+            xp.concatenate(depth))
+
+
 def project_to_pairs(points: torch.Tensor | np.ndarray, lidar2cam: torch.Tensor | np.ndarray,
                      intrinsics: torch.Tensor | np.ndarray, image_size: torch.Tensor | Sequence[int],
                      min_depth: float = 1.0, low: float = 0.0, zbuffer_cell: int = 0,
@@ -203,29 +250,16 @@ def project_to_pairs(points: torch.Tensor | np.ndarray, lidar2cam: torch.Tensor 
     if min_depth < 0:
         raise ValueError(f"min_depth must be >= 0, got {min_depth}")
     pts = _as_tensor(points, dtype)
-    device = pts.device
-    rows = _projection_rows(lidar2cam, intrinsics, device)
-    window = torch.as_tensor(_image_window(image_size, low), device=device).expand(rows.shape[0], 2, 2)
-    # Rows per camera: image-centred (u' z, v' z, z) with u' = (u - c) / r for the mask, then the plain
-    # (u z, v z) for the kept pairs: one GEMM for both.
-    centred = (rows[:, :2] - window[..., :1] * rows[:, 2:]) / window[..., 1:]
-    cam = _apply_rows(torch.cat([centred, rows[:, 2:], rows[:, :2]], dim=1), pts, dtype)  # (M, 5, N)
-    num_points = cam.shape[2]
-    # On CPU the elementwise test, flatnonzero and gathers run in numpy on the same memory (several
-    # times faster than torch's on one core); the same lines run on torch tensors elsewhere.
-    arr = cam.numpy() if device.type == "cpu" else cam
-    keep = _inside(arr[:, 0], arr[:, 1], arr[:, 2], min_depth).reshape(-1)
-    flat = np.flatnonzero(keep) if device.type == "cpu" else keep.nonzero()[:, 0]
-    cam_idx = flat // num_points
-    point_idx = flat - cam_idx * num_points
-    base = cam_idx * (5 * num_points) + point_idx  # flat offset of (camera, row 0, point)
-    values = arr.reshape(-1)
-    depth = values[base + 2 * num_points]
-    uv = (np.empty if device.type == "cpu" else torch.empty)((len(base), 2), dtype=arr.dtype)
-    uv[:, 0] = values[base + 3 * num_points] / depth
-    uv[:, 1] = values[base + 4 * num_points] / depth
-    point_idx, cam_idx, uv, depth = (torch.as_tensor(x, device=device) for x in (point_idx, cam_idx, uv, depth))
-    pairs = Pairs(point_idx, cam_idx, uv, depth)
+    rows, window = _centred_rows(lidar2cam, intrinsics, image_size, low)
+    if pts.device.type == "cpu":
+        # numpy on the same memory: its small elementwise ops, flatnonzero and take are several times
+        # faster than torch's on one core.
+        arrays = pts.numpy()
+        pairs = Pairs(*map(torch.from_numpy, _kept_pairs(arrays, rows.astype(arrays.dtype),
+                                                         window.astype(arrays.dtype), min_depth)))
+    else:
+        rows, window = (torch.tensor(a, dtype=dtype, device=pts.device) for a in (rows, window))
+        pairs = Pairs(*_kept_pairs(pts, rows, window, min_depth))
     if zbuffer_cell > 0:
         pairs = zbuffer(pairs, zbuffer_cell)
     return pairs

@@ -163,6 +163,33 @@ def test_pairs_order_and_content():
     torch.testing.assert_close(pairs.uv, uv[pairs.cam_idx, pairs.point_idx])
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
+def test_pairs_match_the_dense_mask_and_the_torch_path(dtype):
+    """Per-camera image sizes, ``low``, extra point columns: the pairs are the dense mask's, in order, and
+    the torch lines (run on other devices) give what the numpy lines (run on CPU) give."""
+    gen = torch.Generator().manual_seed(1)
+    pts = torch.cat([torch.randn(4000, 3, generator=gen, dtype=torch.float64) * 15,
+                     torch.rand(4000, 2, generator=gen, dtype=torch.float64)], dim=1)
+    cams = [_random_camera(s) for s in range(4)]
+    l2c = torch.stack([c[0] for c in cams])
+    k = torch.stack([c[1] for c in cams])
+    sizes = torch.tensor([[360, 640], [300, 500], [360, 640], [200, 700]])
+    pairs = G.project_to_pairs(pts, l2c, k, sizes, min_depth=0.5, low=1.0, dtype=dtype)
+    uv, depth = G.project_points(pts, l2c, k, torch.float64)
+    mask = G.inside_mask(uv, depth, sizes, min_depth=0.5, low=1.0)
+    cam_idx, point_idx = mask.nonzero(as_tuple=True)
+    assert len(pairs) > 100 and pairs.uv.dtype == pairs.depth.dtype == dtype and pairs.uv.is_contiguous()
+    assert torch.equal(pairs.cam_idx, cam_idx) and torch.equal(pairs.point_idx, point_idx)
+    tol = 1e-3 if dtype == torch.float32 else 1e-9
+    torch.testing.assert_close(pairs.uv.double(), uv[cam_idx, point_idx], atol=tol, rtol=0)
+    torch.testing.assert_close(pairs.depth.double(), depth[cam_idx, point_idx], atol=tol, rtol=0)
+    # The torch lines, on CPU tensors here, against the numpy lines.
+    rows, window = (torch.tensor(a, dtype=dtype) for a in G._centred_rows(l2c, k, sizes, low=1.0))
+    torch_path = G._kept_pairs(pts.to(dtype), rows, window, min_depth=0.5)
+    for ours, theirs in zip((pairs.point_idx, pairs.cam_idx, pairs.uv, pairs.depth), torch_path):
+        assert ours.dtype == theirs.dtype and torch.equal(ours, theirs)
+
+
 def test_zbuffer_keeps_nearest_per_cell():
     gen = torch.Generator().manual_seed(3)
     n = 2000
