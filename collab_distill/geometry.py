@@ -220,7 +220,9 @@ def _kept_pairs(points: Array, rows: Array, window: Array, min_depth: float
     xyz1[3] = 1
     # One camera at a time, into one reused (3, N) buffer that stays in cache through the mask and gathers.
     cam = xp.empty_like(xyz1[:3])
-    point_idx, cam_idx, uv, depth = [], [], [], []
+    no_index = np.empty(0, np.int64) if is_numpy else torch.empty(0, dtype=torch.long, device=points.device)
+    # seeded with empty entries so that zero cameras give zero pairs
+    point_idx, cam_idx, uv, depth = [no_index], [no_index], [xyz1[:2, :0]], [xyz1[2, :0]]
     for m in range(len(rows)):
         xp.matmul(rows[m], xyz1, out=cam)
         keep = _inside(cam[0], cam[1], cam[2], min_depth)

@@ -161,6 +161,8 @@ def test_pairs_order_and_content():
     key = pairs.cam_idx * 1000 + pairs.point_idx
     assert torch.all(key[1:] > key[:-1])
     torch.testing.assert_close(pairs.uv, uv[pairs.cam_idx, pairs.point_idx])
+    none = G.project_to_pairs(pts, l2c[:0], k[:0], (360, 640), dtype=torch.float64)  # zero cameras
+    assert len(none) == 0 and none.uv.shape == (0, 2) and none.point_idx.dtype == torch.long
 
 
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
