@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import Callable, Sequence
 
 from collab_distill.config import RunConfig, load_config
+from collab_distill.probe.data import ViewCache
 from data_prep.synthetic.config import SyntheticConfig
 
 log = logging.getLogger(__name__)
@@ -119,15 +120,16 @@ def steps(opts: DemoOptions) -> list[Step]:
         result.append(Step("teacher (clear only)", Path(teacher_weights(opts)),
                            lambda: _train("configs/teacher/synthetic.yaml", opts, opts.out / "teacher",
                                           opts.seeds[0], size.teacher)))
+    views = ViewCache()  # the probes of every encoder and seed read the same views: load them once
     for seed in opts.seeds:
-        result += seed_steps(opts, size, seed)
+        result += seed_steps(opts, size, seed, views)
     if len(opts.seeds) > 1:
         result.append(Step(f"mean and std over seeds {list(opts.seeds)}", opts.out / "seeds.md",
                            lambda: _seeds_table(opts)))
     return result
 
 
-def seed_steps(opts: DemoOptions, size: Preset, seed: int) -> list[Step]:
+def seed_steps(opts: DemoOptions, size: Preset, seed: int, views: ViewCache) -> list[Step]:
     """Training, probes and report of one seed."""
     out = seed_dir(opts, seed)
     teacher = [f"model.image.weights={teacher_weights(opts)}"]
@@ -146,7 +148,7 @@ def seed_steps(opts: DemoOptions, size: Preset, seed: int) -> list[Step]:
     for name in PROBED:
         for task, config in (("seg", "seg_linear"), ("depth", "depth_linear")):
             result.append(Step(f"{tag}{task} probe: {name}", out / "probes" / name / f"{task}.json",
-                               lambda name=name, config=config: _probe(config, opts, seed, name, size.probe)))
+                               lambda name=name, config=config: _probe(config, opts, seed, name, size.probe, views)))
     for name, weights in (("stage1", str(out / "stage1" / "weights")), ("random init", "")):
         result.append(Step(f"{tag}3D probe: {name}", out / "probes" / name.replace(" ", "_") / "lidar_seg.json",
                            lambda name=name, weights=weights: _lidar_probe(opts, seed, name, weights,
@@ -155,7 +157,7 @@ def seed_steps(opts: DemoOptions, size: Preset, seed: int) -> list[Step]:
     return result
 
 
-def _probe(config: str, opts: DemoOptions, seed: int, name: str, extra: Sequence[str]) -> None:
+def _probe(config: str, opts: DemoOptions, seed: int, name: str, extra: Sequence[str], views: ViewCache) -> None:
     from collab_distill.probe.config import ProbeConfig
     from collab_distill.probe.run import run_probe
 
@@ -165,7 +167,7 @@ def _probe(config: str, opts: DemoOptions, seed: int, name: str, extra: Sequence
         f"experiment.name={name}", f"experiment.output_dir={out / 'probes'}", f"experiment.seed={seed}",
         f"encoder={encoder}", f"data.info_dir={opts.data / 'infos'}", f"model.image.name={opts.teacher_model}",
         f"model.image.weights={teacher_weights(opts)}", *extra], schema=ProbeConfig)
-    run_probe(cfg, progress=True)
+    run_probe(cfg, progress=True, cache=views)
 
 
 def _lidar_probe(opts: DemoOptions, seed: int, name: str, weights: str, extra: Sequence[str]) -> None:

@@ -165,6 +165,29 @@ def test_probe_run_writes_metrics_per_condition_and_the_recipe(synthetic_infos, 
     assert load_config(tmp_path / "teacher" / f"{task}_config.yaml", schema=ProbeConfig) == cfg
 
 
+def test_view_cache_loads_each_set_once_and_changes_no_result(synthetic_infos, tmp_path, monkeypatch):
+    from collab_distill.probe import run as probe_run
+    from collab_distill.probe.data import ViewCache
+
+    built = []
+
+    class CountedViews(NuScenesViews):
+        def __init__(self, *args, **kwargs):
+            built.append(args)
+            super().__init__(*args, **kwargs)
+
+    monkeypatch.setattr(probe_run, "NuScenesViews", CountedViews)
+    plain = run_probe(_tiny_cfg(synthetic_infos, tmp_path / "plain"), progress=False)
+    assert len(built) == 3  # train, eval, eval with the clear references
+    cache = ViewCache(progress=False)
+    first = run_probe(_tiny_cfg(synthetic_infos, tmp_path / "a"), progress=False, cache=cache)
+    again = run_probe(_tiny_cfg(synthetic_infos, tmp_path / "b", "experiment.name=other"), progress=False,
+                      cache=cache)
+    assert len(built) == 6  # the second cached run read nothing
+    for result in (first, again):
+        assert result["results"] == plain["results"] and result["fidelity"] == plain["fidelity"]
+
+
 def test_cli_refuses_a_config_of_the_other_task_in_one_line(capsys):
     with pytest.raises(SystemExit) as exit_info:
         probe_main("doc", "probe_depth.py", "depth", "configs/probe/seg_linear.yaml", argv=[])

@@ -24,13 +24,14 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Callable
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
+from tqdm import tqdm
 
 from collab_distill.config import DataConfig
 from collab_distill.data.dataset import CONDITION_TAGS, PairedDataset
@@ -207,3 +208,34 @@ def load_target_png(path: Path, out_size: tuple[int, int]) -> np.ndarray:
         arr = np.asarray(im.resize((new_w, new_h), Image.NEAREST))
     left, top = (new_w - out_w) // 2, (new_h - out_h) // 2
     return arr[top:top + out_h, left:left + out_w].copy()
+
+
+class InMemoryViews(Dataset):
+    """Every item of ``source`` (a view dataset), loaded once; ``source`` stays reachable."""
+
+    def __init__(self, source: Dataset, progress: bool = True) -> None:
+        self.source = source
+        self.classes = getattr(source, "classes", ())
+        self.items = [source[i] for i in tqdm(range(len(source)), desc="load views", unit="sample",
+                                              disable=not progress)]
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    def __getitem__(self, index: int) -> list[ProbeView]:
+        return self.items[index]
+
+
+class ViewCache:
+    """View sets kept in memory across the probe runs of one process (the demo probes five encoders
+    for two tasks on the same views): each distinct set is read and rasterised once."""
+
+    def __init__(self, progress: bool = True) -> None:
+        self.progress = progress
+        self._sets: dict[str, InMemoryViews] = {}
+
+    def get(self, key: str, build: Callable[[], Dataset]) -> InMemoryViews:
+        """The set stored under ``key``, built and loaded on first use."""
+        if key not in self._sets:
+            self._sets[key] = InMemoryViews(build(), self.progress)
+        return self._sets[key]

@@ -16,7 +16,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 from collab_distill.config import config_to_dict, git_revision
 from collab_distill.models import ImageEncoder
 from collab_distill.probe.config import ProbeConfig, ProbeError, check_probe_config, protocol_name
-from collab_distill.probe.data import FolderViews, NuScenesViews, ProbeView, collate_views
+from collab_distill.probe.data import FolderViews, NuScenesViews, ProbeView, ViewCache, collate_views
 from collab_distill.probe.encoder import describe_weights, load_encoder
 from collab_distill.probe.features import STORE_DTYPE, FeatureBank, precompute
 from collab_distill.probe.fidelity import feature_fidelity
@@ -48,12 +48,22 @@ def probe_name(cfg: ProbeConfig) -> str:
     return path.parent.parent.name if path.parent.name == "weights" and path.parent.parent.name else path.stem
 
 
-def build_views(cfg: ProbeConfig, train: bool, with_reference: bool = False) -> Dataset:
-    """The training (``data.split``/``data.conditions``) or evaluation (``eval``) views."""
-    if cfg.folder.root:
-        return FolderViews(cfg.folder, cfg.data.split if train else cfg.eval.split, cfg.task, cfg.data.image_size)
+def build_views(cfg: ProbeConfig, train: bool, with_reference: bool = False, cache: ViewCache | None = None
+                ) -> Dataset:
+    """The training (``data.split``/``data.conditions``) or evaluation (``eval``) views; with a
+    ``cache``, loaded once per process and then served from memory."""
+    def build() -> Dataset:
+        if cfg.folder.root:
+            return FolderViews(cfg.folder, cfg.data.split if train else cfg.eval.split, cfg.task, cfg.data.image_size)
+        return NuScenesViews(data, cfg.experiment.seed, cfg.gt.drop_noise_depth, with_reference)
+
     data = cfg.data if train else dataclasses.replace(cfg.data, split=cfg.eval.split, conditions=cfg.eval.conditions)
-    return NuScenesViews(data, cfg.experiment.seed, cfg.gt.drop_noise_depth, with_reference)
+    if cache is None:
+        return build()
+    task = cfg.task if cfg.folder.root else ""  # nuScenes views carry both targets
+    seed = cfg.experiment.seed if "random" in data.cameras else 0  # the seed only picks random cameras
+    key = repr((cfg.folder, data, seed, cfg.gt, with_reference, task, train))
+    return cache.get(key, build)
 
 
 def _loader(dataset: Dataset, cfg: ProbeConfig) -> DataLoader:
@@ -74,9 +84,11 @@ def build_task(cfg: ProbeConfig, classes: tuple[str, ...]) -> ProbeTask:
     return DepthTask(cfg.head, cfg.train.gradient_loss_weight)
 
 
-def run_probe(cfg: ProbeConfig, progress: bool = True, command: list[str] | None = None) -> dict[str, Any]:
+def run_probe(cfg: ProbeConfig, progress: bool = True, command: list[str] | None = None,
+              cache: ViewCache | None = None) -> dict[str, Any]:
     """Run the probe of ``cfg`` and write ``<task>.json``, ``<task>_config.yaml`` and (with
     ``eval.showcase``) ``<task>_showcase.safetensors`` to ``<experiment.output_dir>/<name>/``.
+    ``cache`` keeps the views in memory for the next probe run of the same process.
 
     Returns:
         the result dict (schema in :mod:`collab_distill.probe.results`).
@@ -86,8 +98,8 @@ def run_probe(cfg: ProbeConfig, progress: bool = True, command: list[str] | None
     name, weights, size = probe_name(cfg), encoder_weights(cfg), tuple(cfg.data.image_size)
     seed = cfg.experiment.seed
     out_dir = Path(cfg.experiment.output_dir) / name
-    train_set = _subset(build_views(cfg, train=True), cfg.train.max_samples, seed)
-    eval_set = build_views(cfg, train=False)
+    train_set = _subset(build_views(cfg, train=True, cache=cache), cfg.train.max_samples, seed)
+    eval_set = build_views(cfg, train=False, cache=cache)
     classes = tuple(getattr(eval_set, "classes", ())) if cfg.task == "seg" else ()
     log.info("probe %s (%s) of %s: %d train / %d eval samples at %s", cfg.task, protocol_name(cfg), weights,
              len(train_set), len(eval_set), size)
@@ -117,7 +129,7 @@ def run_probe(cfg: ProbeConfig, progress: bool = True, command: list[str] | None
     if cfg.eval.fidelity or cfg.eval.showcase > 0:
         normed_cfg = dataclasses.replace(cfg.model.image, norm=True, blocks=[-1])
         normed = load_encoder(normed_cfg, weights, size, seed).to(device)
-        with_reference = build_views(cfg, train=False, with_reference=True)
+        with_reference = build_views(cfg, train=False, with_reference=True, cache=cache)
         if cfg.eval.fidelity and not cfg.folder.root:
             teacher = load_encoder(normed_cfg, cfg.model.image.weights, size, seed).to(device)
             result["fidelity"] = feature_fidelity(normed, teacher, _loader(with_reference, cfg), progress)
@@ -185,6 +197,7 @@ def build_showcase(cfg: ProbeConfig, task: ProbeTask, head: torch.nn.Module, ban
 def _items_with(views: Dataset, names: set[str]) -> list[int]:
     """Dataset items holding any of ``names`` (view names start with the item's token or stem)."""
     keys = {n.split("/")[0] for n in names}
+    views = getattr(views, "source", views)
     if isinstance(views, NuScenesViews):
         return [i for i, s in enumerate(views.pairs.samples) if s.token in keys]
     return [i for i, p in enumerate(views.images) if p.stem in keys]
