@@ -60,7 +60,8 @@ PRESETS = {
                   teacher=("train.epochs=12",), stage1=("train.epochs=6",), stage2=("train.epochs=2",),
                   baseline=("train.epochs=2",), probe=("train.iterations=300",), lidar_probe=("epochs=30",)),
     True: Preset(world="demo_quick",
-                 teacher=("train.epochs=6",), stage1=("train.epochs=2",), stage2=("train.epochs=1",),
+                 teacher=("train.epochs=4", "train.batch_size=2", "data.cameras=[all]"),
+                 stage1=("train.epochs=2", "train.batch_size=2"), stage2=("train.epochs=1",),
                  baseline=("train.epochs=1",), probe=("train.iterations=60", "data.cameras=[CAM_FRONT]"),
                  lidar_probe=("epochs=10", "data.cameras=[CAM_FRONT]")),
 }

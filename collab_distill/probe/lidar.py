@@ -162,7 +162,8 @@ def run_lidar_probe(cfg: LidarProbeConfig, name: str, progress: bool = True) -> 
     train = extract(method, _split_data(cfg, cfg.train_split), cfg.seed, agreement=False, progress=progress)
     val = extract(method, _split_data(cfg, cfg.eval_split), cfg.seed, agreement=cfg.agreement, progress=progress)
     head = train_head(train["features"], train["labels"], cfg, progress)
-    return {"name": name, "task": "lidar_seg", "encoder": cfg.point_weights or "random init (floor)",
+    return {"name": name, "task": "lidar_seg", "protocol": "linear (per point)",
+            "encoder": {"weights": cfg.point_weights or "random init (floor)", "architecture": "spconv UNet"},
             "results": evaluate(head, val), "classes": list(CLASSES),
             "recipe": {"head": "BatchNorm1d + zero-initialised Linear", "loss": "cross-entropy",
                        "optimizer": "AdamW + cosine", "epochs": cfg.epochs, "lr": cfg.lr,
