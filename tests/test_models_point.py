@@ -50,6 +50,18 @@ def test_per_point_features_have_the_output_width(encoder, voxels):
     assert torch.isfinite(out).all()
 
 
+def test_point_index_reads_the_same_rows_and_gradients(encoder, voxels):
+    index = torch.randperm(sum(COUNTS), generator=torch.Generator().manual_seed(2))[:700]
+    encoder.train()
+    full = encoder(voxels)[index]
+    grads_full = torch.autograd.grad(full.square().sum(), list(encoder.parameters()))
+    some = encoder(voxels, index)
+    grads_some = torch.autograd.grad(some.square().sum(), list(encoder.parameters()))
+    torch.testing.assert_close(some, full, atol=0, rtol=0)
+    for a, b in zip(grads_some, grads_full):
+        torch.testing.assert_close(a, b, atol=1e-6, rtol=1e-5)
+
+
 def test_gradients_reach_every_parameter_of_encoder_and_head(encoder, voxels):
     head = ProjectionHead(HeadConfig(kind="mlp"), encoder.out_channels, 64)
     loss = head(encoder.train()(voxels)).pow(2).mean()

@@ -51,7 +51,7 @@ class Stage1(Method):
     def forward(self, batch: dict) -> MethodOutput:
         target = sample_features(self.teacher_maps(batch), batch["pair_uv"], batch["pair_image"],
                                  self.teacher.patch_size)
-        point_feats = self.head(self.point_encoder(Voxels.from_batch(batch)))[batch["pair_point"]]
+        point_feats = self.head(self.point_encoder(Voxels.from_batch(batch), batch["pair_point"]))
         dist = cosine_distance(point_feats, target)
         loss = grouped_mean(dist, pair_samples(batch), len(batch["offsets"]))
         return MethodOutput(loss, {"cos": 1.0 - dist.detach().mean(), "pairs": torch.tensor(float(len(dist)))})

@@ -66,7 +66,7 @@ class Stage2(Method):
     def forward(self, batch: dict) -> MethodOutput:
         num_samples = len(batch["offsets"])
         with torch.no_grad():
-            feats3d = self.point_head(self.point_encoder(Voxels.from_batch(batch)))[batch["pair_point"]]
+            feats3d = self.point_head(self.point_encoder(Voxels.from_batch(batch), batch["pair_point"]))
         student = self.student(batch["images"])
         smap = student.patch[-1]
         p = self.student.patch_size

@@ -68,14 +68,17 @@ class PointEncoder(FreezableModule):
     def out_channels(self) -> int:
         return self.cfg.dec_widths[-1] if self.cfg.dec_widths else self.cfg.stem_width
 
-    def forward(self, voxels: Voxels) -> Tensor:
+    def forward(self, voxels: Voxels, point_index: Tensor | None = None) -> Tensor:
         """Encode a voxelised batch.
 
         Args:
             voxels: ``coords (V, 4)``, ``features (V, cfg.in_channels)``, ``inverse (N,)``, grid shape, ``B``.
+            point_index: optional ``(P,)`` indices of the points wanted. Reading only those (e.g. the
+                paired points) avoids materialising, and back-propagating through, all ``N`` rows.
 
         Returns:
-            ``(N, out_channels)`` features, each point getting those of its voxel.
+            ``(N, out_channels)`` features, each point getting those of its voxel; ``(P, out_channels)``
+            for ``point_index``, the same rows as ``forward(voxels)[point_index]``.
         """
         if voxels.features.shape[1] != self.cfg.in_channels:
             raise ValueError(f"point encoder expects {self.cfg.in_channels} input channels, "
@@ -91,4 +94,4 @@ class PointEncoder(FreezableModule):
         for up, blocks in zip(self.up, self.dec):
             x = up(x)
             x = blocks(x.replace_feature(torch.cat([x.features, skips.pop().features], dim=1)))
-        return x.features[voxels.inverse]
+        return x.features[voxels.inverse if point_index is None else voxels.inverse[point_index]]
