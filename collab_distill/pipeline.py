@@ -57,10 +57,11 @@ class Preset:
 # The two presets (budgets on 2 CPU cores, measured in README.md: default <= 20 min, quick <= 4 min).
 PRESETS = {
     False: Preset(world="demo",
-                  teacher=("train.epochs=12",), stage1=("train.epochs=6",), stage2=("train.epochs=2",),
-                  baseline=("train.epochs=2",), probe=("train.iterations=300",), lidar_probe=("epochs=30",)),
+                  teacher=("train.epochs=12",), stage1=("train.epochs=8", "data.cameras=[all]"),
+                  stage2=("train.epochs=6",), baseline=("train.epochs=6",), probe=("train.iterations=300",),
+                  lidar_probe=("epochs=20",)),
     True: Preset(world="demo_quick",
-                 teacher=("train.epochs=4", "train.batch_size=2", "data.cameras=[all]"),
+                 teacher=("train.epochs=4",),
                  stage1=("train.epochs=2", "train.batch_size=2"), stage2=("train.epochs=1",),
                  baseline=("train.epochs=1",), probe=("train.iterations=60", "data.cameras=[CAM_FRONT]"),
                  lidar_probe=("epochs=10", "data.cameras=[CAM_FRONT]")),
