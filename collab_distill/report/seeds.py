@@ -60,23 +60,19 @@ def _format(stats: dict[str, Any], metric: Metric) -> str:
 
 
 def markdown(summary: dict[str, Any]) -> str:
-    """One table per section (methods x conditions, headline metric, mean ± std), then the other
-    metrics for ``all``."""
+    """Per section and metric a table of methods x conditions, mean ± std; the headline metric first."""
     out = ["# Mean ± std over seeds", "",
            f"Seeds: {', '.join(summary['seeds'])} (std: sample standard deviation over seeds).", ""]
     conditions = summary["conditions"]
     for key, sec in summary["sections"].items():
-        metrics = SECTION_BY_KEY[key].metrics
-        head = metrics[0]
-        arrow = "higher is better" if head.higher_is_better else "lower is better"
-        out += [f"## {sec['title']}", "", f"{head.label}, {arrow}:", ""]
-        out += markdown_table(["method", *conditions], [[m, *(_format(v[g][head.key], head) for g in conditions)]
-                                                for m, v in sec["values"].items()])
-        if len(metrics) > 1 and "all" in conditions:
-            out += ["", "All conditions, every metric:", ""]
-            out += markdown_table(["method", *(x.label for x in metrics)],
-                          [[m, *(_format(v["all"][x.key], x) for x in metrics)] for m, v in sec["values"].items()])
-        out.append("")
+        out += [f"## {sec['title']}", ""]
+        for metric in SECTION_BY_KEY[key].metrics:
+            arrow = "higher is better" if metric.higher_is_better else "lower is better"
+            out += [f"{metric.label}, {arrow}:", ""]
+            out += markdown_table(["method", *conditions],
+                                  [[m, *(_format(v[g][metric.key], metric) for g in conditions)]
+                                   for m, v in sec["values"].items()])
+            out.append("")
     return "\n".join(out)
 
 
