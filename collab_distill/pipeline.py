@@ -152,9 +152,10 @@ def seed_steps(opts: DemoOptions, size: Preset, seed: int, views: ViewCache) -> 
             result.append(Step(f"{tag}{task} probe: {name}", out / "probes" / name / f"{task}.json",
                                lambda name=name, config=config: _probe(config, opts, seed, name, size.probe, views)))
     for name, weights in (("stage1", str(out / "stage1" / "weights")), ("random init", "")):
-        result.append(Step(f"{tag}3D probe: {name}", out / "probes" / name.replace(" ", "_") / "lidar_seg.json",
-                           lambda name=name, weights=weights: _lidar_probe(opts, seed, name, weights,
-                                                                           size.lidar_probe)))
+        path = out / "probes" / name.replace(" ", "_") / "lidar_seg.json"
+        result.append(Step(f"{tag}3D probe: {name}", path,
+                           lambda name=name, weights=weights, path=path: _lidar_probe(
+                               opts, seed, name, weights, size.lidar_probe, path)))
     result.append(Step(f"{tag}report", out / "report" / "report.md", lambda: _report(out)))
     return result
 
@@ -172,7 +173,7 @@ def _probe(config: str, opts: DemoOptions, seed: int, name: str, extra: Sequence
     run_probe(cfg, progress=True, cache=views)
 
 
-def _lidar_probe(opts: DemoOptions, seed: int, name: str, weights: str, extra: Sequence[str]) -> None:
+def _lidar_probe(opts: DemoOptions, seed: int, name: str, weights: str, extra: Sequence[str], path: Path) -> None:
     from collab_distill.probe.lidar import LidarProbeConfig, run_lidar_probe
     from collab_distill.probe.results import write_result
 
@@ -180,8 +181,7 @@ def _lidar_probe(opts: DemoOptions, seed: int, name: str, weights: str, extra: S
         f"point_weights={weights}", f"seed={seed}", f"data.info_dir={opts.data / 'infos'}",
         f"model.image.name={opts.teacher_model}", f"model.image.weights={teacher_weights(opts)}", *extra],
         schema=LidarProbeConfig)
-    write_result(run_lidar_probe(cfg, name),
-                 seed_dir(opts, seed) / "probes" / name.replace(" ", "_") / "lidar_seg.json")
+    write_result(run_lidar_probe(cfg, name), path)
 
 
 def _report(out: Path) -> None:

@@ -12,6 +12,8 @@
 """
 from __future__ import annotations
 
+import functools
+
 import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
@@ -47,9 +49,11 @@ class LinearHead(nn.Module):
         return resize_bilinear(x, (x.shape[-2] * self.upsample, x.shape[-1] * self.upsample))
 
 
+@functools.lru_cache(maxsize=32)
 def interpolation_matrix(size: int, out_size: int, dtype: torch.dtype = torch.float32) -> Tensor:
     """``(out_size, size)`` matrix of 1D linear resampling (``align_corners=False``): the operator that
-    ``F.interpolate(..., mode="bilinear")`` applies along each axis."""
+    ``F.interpolate(..., mode="bilinear")`` applies along each axis. Cached: a probe asks for the same
+    few sizes at every step (callers must not modify it)."""
     eye = torch.eye(size, dtype=dtype)[:, None, :]                                   # (size, 1, size)
     return F.interpolate(eye, size=out_size, mode="linear", align_corners=False)[:, 0].T
 

@@ -55,8 +55,7 @@ def condition_bars(report: dict[str, Any], key: str, path: Path) -> Path:
             heights = [np.nan if v is None else v * metric.scale for v in vals]
             ax.bar(x + (j - (len(methods) - 1) / 2) * width, heights, width, label=method)
         ax.set_xticks(x, conditions)
-        ax.set_title(metric.label + (" (higher is better)" if metric.higher_is_better else " (lower is better)"),
-                     fontsize=9)
+        ax.set_title(f"{metric.label} ({metric.better})", fontsize=9)
         ax.grid(axis="y", alpha=0.3)
     fig.legend(*axes[0][0].get_legend_handles_labels(), loc="outside right upper", fontsize=7)
     fig.suptitle(sec["title"], fontsize=10)

@@ -6,7 +6,7 @@ sample standard deviation (``ddof = 1``; 0 for one seed). A value missing in any
 from __future__ import annotations
 
 import json
-import math
+import statistics
 from pathlib import Path
 from typing import Any
 
@@ -48,9 +48,8 @@ def aggregate(reports: list[dict[str, Any]], labels: list[str]) -> dict[str, Any
 def _stats(values: list[float | None]) -> dict[str, Any]:
     if any(v is None for v in values):
         return {"values": values, "mean": None, "std": None}
-    mean = sum(values) / len(values)
-    var = sum((v - mean) ** 2 for v in values) / (len(values) - 1) if len(values) > 1 else 0.0
-    return {"values": values, "mean": mean, "std": math.sqrt(var)}
+    return {"values": values, "mean": statistics.fmean(values),
+            "std": statistics.stdev(values) if len(values) > 1 else 0.0}
 
 
 def _format(stats: dict[str, Any], metric: Metric) -> str:
@@ -67,8 +66,7 @@ def markdown(summary: dict[str, Any]) -> str:
     for key, sec in summary["sections"].items():
         out += [f"## {sec['title']}", ""]
         for metric in SECTION_BY_KEY[key].metrics:
-            arrow = "higher is better" if metric.higher_is_better else "lower is better"
-            out += [f"{metric.label}, {arrow}:", ""]
+            out += [metric.caption, ""]
             out += markdown_table(["method", *conditions],
                                   [[m, *(_format(v[g][metric.key], metric) for g in conditions)]
                                    for m, v in sec["values"].items()])

@@ -30,6 +30,16 @@ class Metric:
     def format(self, value: float | None) -> str:
         return MISSING if value is None else f"{value * self.scale:.{self.digits}f}"
 
+    @property
+    def better(self) -> str:
+        """``"higher is better"`` or ``"lower is better"``."""
+        return f"{'higher' if self.higher_is_better else 'lower'} is better"
+
+    @property
+    def caption(self) -> str:
+        """The line above a table of this metric, e.g. ``"mIoU (%), higher is better:"``."""
+        return f"{self.label}, {self.better}:"
+
 
 @dataclass(frozen=True)
 class Section:
@@ -125,9 +135,8 @@ def _cell(values: dict[str, Any], group: str, metric: Metric) -> str:
 def headline_table(report: dict[str, Any], key: str) -> list[str]:
     """Markdown lines of section ``key``'s first metric: methods x conditions."""
     head = SECTION_BY_KEY[key].metrics[0]
-    arrow = "higher is better" if head.higher_is_better else "lower is better"
     conditions = report["conditions"]
-    return [f"{head.label}, {arrow}:", "", *markdown_table(
+    return [head.caption, "", *markdown_table(
         ["method", *conditions], [[m, *(_cell(v, g, head) for g in conditions)]
                                   for m, v in report["sections"][key]["values"].items()])]
 
@@ -153,13 +162,13 @@ def markdown(report: dict[str, Any], figures: dict[str, str] | None = None) -> s
         for group in conditions:
             out += ["", f"### {key}: {group}", ""]
             out += markdown_table(["method", *(x.label for x in section.metrics), "images"],
-                          [[m, *(_cell(v, group, x) for x in section.metrics),
-                            str(v.get(group, {}).get("images", 0))] for m, v in sec["values"].items()])
+                                  [[m, *(_cell(v, group, x) for x in section.metrics),
+                                    str(v.get(group, {}).get("images", 0))] for m, v in sec["values"].items()])
         if key == "seg" and report["classes"].get("seg"):
             out += ["", "### seg: per-class IoU (%), all", ""]
             names = report["classes"]["seg"]
             out += markdown_table(["method", *names], [[m, *(IOU.format(v.get("all", {}).get("iou", {}).get(c))
-                                                     for c in names)] for m, v in sec["values"].items()])
+                                                             for c in names)] for m, v in sec["values"].items()])
         out.append("")
     out += ["## Recipes", ""]
     rows = []
@@ -172,7 +181,7 @@ def markdown(report: dict[str, Any], figures: dict[str, str] | None = None) -> s
                          ",".join(r.get("train_conditions", [])), str(r.get("train_images")),
                          str(r.get("eval_images"))])
     out += markdown_table(["method", "task", "protocol", "encoder", "H x W", "blocks", "iterations", "batch", "lr",
-                   "seed", "train conditions", "train images", "eval images"], rows)
+                           "seed", "train conditions", "train images", "eval images"], rows)
     if figures:
         out += ["", "## Figures", ""]
         out += [f"![{caption}]({name})\n\n*{caption}*\n" for name, caption in figures.items()]
