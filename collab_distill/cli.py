@@ -4,10 +4,12 @@ from __future__ import annotations
 import argparse
 import logging
 import sys
+from contextlib import contextmanager
 from pathlib import Path
-from typing import TypeVar
+from typing import Iterator, TypeVar
 
 from collab_distill.config import ConfigError, RunConfig, load_config
+from collab_distill.errors import UserError
 
 T = TypeVar("T")
 
@@ -27,6 +29,24 @@ def config_from_args(args: argparse.Namespace, schema: type[T] = RunConfig) -> T
         return load_config(Path(args.config) if args.config else None, args.overrides, schema)
     except ConfigError as exc:
         print(f"config error: {exc}", file=sys.stderr)
+        raise SystemExit(2) from None
+
+
+def add_debug_arg(parser: argparse.ArgumentParser) -> None:
+    """``--debug``: show the traceback of an expected error instead of its one line."""
+    parser.add_argument("--debug", action="store_true",
+                        help="on an error, show the full traceback instead of one line")
+
+
+@contextmanager
+def user_errors(debug: bool = False) -> Iterator[None]:
+    """Turn a :class:`UserError` into its one line on stderr and exit code 2 (``debug``: re-raise it)."""
+    try:
+        yield
+    except UserError as exc:
+        if debug:
+            raise
+        print(f"{exc.label}: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
 
 

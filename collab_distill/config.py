@@ -24,14 +24,17 @@ from typing import Any, Literal, TypeVar, Union
 
 import yaml
 
+from collab_distill.errors import UserError
 from collab_distill.models.config import ModelConfig
 
 T = TypeVar("T")
 BASE_KEY = "base"
 
 
-class ConfigError(ValueError):
+class ConfigError(UserError, ValueError):
     """A configuration problem; its message is one line naming the key and the file."""
+
+    label = "config error"
 
 
 # --------------------------------------------------------------------------------------------

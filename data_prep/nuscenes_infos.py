@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from collab_distill.errors import UserError
 from collab_distill.geometry import compose_lidar2cam, pose_matrix
 
 log = logging.getLogger(__name__)
@@ -48,7 +49,7 @@ SPLIT_ALIASES = {"mini_train": "train", "mini_val": "val"}
 POINT_COLUMNS = 5  # nuScenes .pcd.bin: x, y, z, intensity, ring as float32
 
 
-class PrepareError(RuntimeError):
+class PrepareError(UserError, RuntimeError):
     """Bad input to the preparation (wrong dataroot or version); the message says what was expected."""
 
 

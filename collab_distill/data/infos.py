@@ -11,11 +11,13 @@ from typing import Any, Iterable
 
 import numpy as np
 
+from collab_distill.errors import UserError
+
 SCHEMA_VERSION = 1
 CAMERA_ORDER = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_FRONT_LEFT")
 
 
-class InfoFileError(ValueError):
+class InfoFileError(UserError, ValueError):
     """An info file that cannot be used; the message names the file and what to do."""
 
 

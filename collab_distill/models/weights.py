@@ -18,13 +18,15 @@ from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import Tensor
 
+from collab_distill.errors import UserError
+
 log = logging.getLogger(__name__)
 
 _TORCH_SUFFIXES = (".pth", ".pt", ".bin", ".ckpt")
 _IMG_SIZE_KEY = "img_size"
 
 
-class WeightsError(RuntimeError):
+class WeightsError(UserError, RuntimeError):
     """A weight file is missing, unreadable or does not match the model."""
 
 

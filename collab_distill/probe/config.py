@@ -12,10 +12,11 @@ from dataclasses import dataclass, field
 from typing import Literal
 
 from collab_distill.config import DataConfig, ExperimentConfig
+from collab_distill.errors import UserError
 from collab_distill.models.config import ModelConfig
 
 
-class ProbeError(ValueError):
+class ProbeError(UserError, ValueError):
     """A probe set-up that cannot run; the message says what to change."""
 
 

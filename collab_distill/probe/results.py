@@ -29,11 +29,13 @@ import math
 from pathlib import Path
 from typing import Any
 
+from collab_distill.errors import UserError
+
 RESULT_SCHEMA = "collab_distill.probe/1"
 TASKS = ("seg", "depth", "lidar_seg")  # lidar_seg: the 3D probe (collab_distill/probe/lidar.py)
 
 
-class ResultError(ValueError):
+class ResultError(UserError, ValueError):
     """A file that is not a probe result this code can read."""
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Any
 
+from collab_distill.errors import UserError
 from collab_distill.probe.results import load_result
 from collab_distill.probe.train import GROUPS
 
@@ -67,7 +68,7 @@ SECTION_BY_KEY = {s.key: s for s in SECTIONS}
 IOU = Metric("iou", "IoU (%)", 100, 1)
 
 
-class ReportError(ValueError):
+class ReportError(UserError, ValueError):
     """Inputs that cannot make one report (e.g. two results for the same method and task)."""
 
 
