@@ -156,6 +156,7 @@ def test_probe_run_writes_metrics_per_condition_and_the_recipe(synthetic_infos, 
     for key in ("image_size", "iterations", "batch_size", "lr", "seed", "blocks", "train_images", "eval_images"):
         assert key in recipe
     assert recipe["image_size"] == [56, 112] and recipe["iterations"] == 10 and recipe["train_images"] == 12
+    assert ("miou" in recipe) == (task == "seg")  # the mIoU convention is part of the recipe
     assert saved["encoder"]["weights"] == "random" and saved["config"]["task"] == task
     res = saved["results"]
     assert res["night"]["images"] == res["rain"]["images"] == res["all"]["images"] == 12

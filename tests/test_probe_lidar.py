@@ -45,6 +45,7 @@ def test_probe_runs_on_the_synthetic_world(synthetic_infos):
     assert 0.0 <= everything["miou"] <= 1.0 and everything["points"] > 1000
     assert -1.0 <= everything["stage1_teacher_cosine"] <= 1.0
     assert result["recipe"]["train_samples"] == 2 and result["recipe"]["epochs"] == 3
+    assert "predicted-only" in result["recipe"]["miou"]
     assert result["encoder"]["weights"] == "random init (floor)"
     with pytest.raises(FileNotFoundError, match="point_encoder.safetensors"):
         run_lidar_probe(load_config(None, ["point_weights=/nowhere", "model.image.weights=random"],

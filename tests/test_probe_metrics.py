@@ -1,5 +1,5 @@
-"""Probe metrics against hand-computed cases: mIoU with absent classes and ignore index, depth errors
-with delta edge cases, per-image averaging."""
+"""Probe metrics against hand-computed cases: mIoU with absent / predicted-only classes and ignore
+index, depth errors with delta edge cases, per-image averaging."""
 from __future__ import annotations
 
 import math
@@ -10,18 +10,29 @@ import torch
 from collab_distill.probe.metrics import ConfusionMatrix, DepthMetrics
 
 
-def test_miou_counts_only_classes_present_in_the_ground_truth():
-    cm = ConfusionMatrix(num_classes=4, ignore_index=255)
-    #          gt: 0  0  1  1  2  255(ignored)
+def test_miou_counts_classes_in_ground_truth_or_prediction():
+    cm = ConfusionMatrix(num_classes=5, ignore_index=255)
+    #          gt: 0  0  1  1  2  255(ignored); class 4 is neither in the ground truth nor predicted
     cm.update(torch.tensor([0, 1, 1, 1, 3, 2]), torch.tensor([0, 0, 1, 1, 2, 255]))
     iou = cm.iou()
     assert iou[0] == pytest.approx(1 / 2)      # tp 1, fn 1
     assert iou[1] == pytest.approx(2 / 3)      # tp 2, fp 1
     assert iou[2] == 0.0                       # present, never right (predicted as 3)
-    assert math.isnan(iou[3])                  # predicted once but absent from the ground truth
-    assert cm.miou() == pytest.approx((1 / 2 + 2 / 3 + 0) / 3)
+    assert iou[3] == 0.0                       # predicted once, absent from the ground truth: IoU 0
+    assert math.isnan(iou[4])                  # absent from both: left out
+    assert cm.miou() == pytest.approx((1 / 2 + 2 / 3 + 0 + 0) / 4)
     assert cm.accuracy() == pytest.approx(3 / 5)
-    assert cm.total == 5 and cm.present.tolist() == [True, True, True, False]
+    assert cm.total == 5 and cm.present.tolist() == [True, True, True, True, False]
+
+
+def test_a_predicted_only_class_lowers_the_miou():
+    """mmseg / nuScenes devkit: a false positive of a class missing from the ground truth costs IoU 0."""
+    target = torch.tensor([0, 0, 1, 1])
+    perfect, spurious = ConfusionMatrix(3), ConfusionMatrix(3)
+    perfect.update(target, target)
+    spurious.update(torch.tensor([0, 2, 1, 1]), target)   # one class-0 pixel predicted as absent class 2
+    assert perfect.miou() == 1.0
+    assert spurious.miou() == pytest.approx((1 / 2 + 1 + 0) / 3)  # without class 2 it would be 0.75
 
 
 def test_ignore_index_is_skipped_whatever_the_prediction():

@@ -28,7 +28,7 @@ from collab_distill.data.voxelize import Voxels
 from collab_distill.losses import cosine_distance
 from collab_distill.models import sample_features
 from collab_distill.models.config import ModelConfig
-from collab_distill.probe.metrics import ConfusionMatrix
+from collab_distill.probe.metrics import MIOU_CONVENTION, ConfusionMatrix
 from collab_distill.probe.results import finite_or_none
 
 CLASSES = COARSE_CLASSES[1:]  # the 16 evaluation classes; coarse 0 is "ignore"
@@ -166,7 +166,7 @@ def run_lidar_probe(cfg: LidarProbeConfig, name: str, progress: bool = True) -> 
             "encoder": {"weights": cfg.point_weights or "random init (floor)", "architecture": "spconv UNet"},
             "results": evaluate(head, val), "classes": list(CLASSES),
             "recipe": {"head": "BatchNorm1d + zero-initialised Linear", "loss": "cross-entropy",
-                       "optimizer": "AdamW + cosine", "epochs": cfg.epochs, "lr": cfg.lr,
+                       "miou": MIOU_CONVENTION, "optimizer": "AdamW + cosine", "epochs": cfg.epochs, "lr": cfg.lr,
                        "weight_decay": cfg.weight_decay, "batch_points": cfg.batch_points, "seed": cfg.seed,
                        "augmentation": "none: features are computed once per sample (frozen encoder)",
                        "train_points": int((train["labels"] != IGNORE).sum()), "train_samples": len(train["tags"]),

@@ -3,9 +3,10 @@
 Both are accumulators: ``update`` any number of times, then read the results. They work on flat or
 shaped tensors alike, so the 2D probes and a 3D (per-point) LiDAR probe share them.
 
-* mIoU is the mean IoU over the classes **present in the evaluated ground truth**; a class absent
-  from it has IoU ``nan`` (reported as null) whether or not it was predicted, and predictions of it
-  still count as false negatives of the true class.
+* mIoU is the mean IoU over the classes that occur in the evaluated ground truth **or** in the
+  predictions (union > 0), as mmseg and the nuScenes devkit compute it: a class predicted but absent
+  from the ground truth has IoU 0 and lowers the mean; a class absent from both has IoU ``nan``
+  (reported as null) and is left out (:data:`MIOU_CONVENTION`, written into every result recipe).
 * Depth errors are computed per image over its valid pixels and averaged over images (the Eigen /
   KITTI / NYUv2 convention): RMSE (m), AbsRel, and delta_k = share of pixels with
   ``max(pred/gt, gt/pred) < 1.25**k`` (strictly).
@@ -16,6 +17,9 @@ import math
 
 import torch
 from torch import Tensor
+
+MIOU_CONVENTION = ("mean over classes present in ground truth or prediction (IoU 0 for predicted-only "
+                   "classes), as mmseg / nuScenes devkit")
 
 
 class ConfusionMatrix:
@@ -54,8 +58,8 @@ class ConfusionMatrix:
 
     @property
     def present(self) -> Tensor:
-        """``(K,)`` bool: classes with at least one ground-truth element."""
-        return self.matrix.sum(1) > 0
+        """``(K,)`` bool: classes with at least one ground-truth or predicted element (union > 0)."""
+        return (self.matrix.sum(0) + self.matrix.sum(1)) > 0
 
     @property
     def total(self) -> int:
@@ -63,7 +67,8 @@ class ConfusionMatrix:
         return int(self.matrix.sum())
 
     def iou(self) -> Tensor:
-        """``(K,)`` float64 IoU = TP / (TP + FP + FN); ``nan`` for classes absent from the ground truth."""
+        """``(K,)`` float64 IoU = TP / (TP + FP + FN); ``nan`` for classes absent from both the ground
+        truth and the predictions (0 for a class only predicted)."""
         m = self.matrix.double()
         tp = m.diagonal()
         union = m.sum(0) + m.sum(1) - tp
@@ -71,7 +76,8 @@ class ConfusionMatrix:
         return torch.where(self.present, iou, torch.full_like(iou, math.nan))
 
     def miou(self) -> float:
-        """Mean IoU over the present classes; ``nan`` when nothing was counted."""
+        """Mean IoU over the :attr:`present` classes (:data:`MIOU_CONVENTION`); ``nan`` when nothing
+        was counted."""
         iou = self.iou()[self.present]
         return float(iou.mean()) if iou.numel() else math.nan
 

@@ -19,6 +19,7 @@ from collab_distill.probe.config import ProbeConfig, ProbeError, check_probe_con
 from collab_distill.probe.data import FolderViews, NuScenesViews, ProbeView, ViewCache, collate_views
 from collab_distill.probe.encoder import describe_weights, load_encoder
 from collab_distill.probe.features import STORE_DTYPE, FeatureBank, precompute
+from collab_distill.probe.metrics import MIOU_CONVENTION
 from collab_distill.probe.fidelity import feature_fidelity
 from collab_distill.probe.results import write_result
 from collab_distill.probe.showcase import Showcase, select_showcase, to_uint8
@@ -161,7 +162,7 @@ def recipe(cfg: ProbeConfig, train_images: int, eval_images: int) -> dict[str, A
         "eval_split": cfg.eval.split, "eval_conditions": list(cfg.eval.conditions),
         "train_images": train_images, "eval_images": eval_images, "max_samples": t.max_samples}
     if cfg.task == "seg":
-        out["loss"] = "cross-entropy at labelled pixels of the bilinearly upsampled logits"
+        out.update(loss="cross-entropy at labelled pixels of the bilinearly upsampled logits", miou=MIOU_CONVENTION)
     else:
         out.update(loss=f"SigLoss + {t.gradient_loss_weight} x gradient loss", num_bins=h.num_bins,
                    bins="uniform", min_depth=h.min_depth, max_depth=h.max_depth,
