@@ -165,10 +165,35 @@ def test_pairs_order_and_content():
     assert len(none) == 0 and none.uv.shape == (0, 2) and none.point_idx.dtype == torch.long
 
 
+def _near_edge(uv: torch.Tensor, depth: torch.Tensor, sizes: torch.Tensor, low: float, min_depth: float,
+               eps: float) -> torch.Tensor:
+    """``(M, N)`` bool: float64 projections within ``eps`` (px, or m for depth) of the kept region's boundary,
+    where two paths that each round by less than ``eps`` may legitimately keep or drop the pair."""
+    w, h = sizes[:, 1, None] - 1.0, sizes[:, 0, None] - 1.0
+    u, v = uv[..., 0], uv[..., 1]
+    margin = torch.stack([u - low, w - u, v - low, h - v]).abs().amin(0)
+    return (margin < eps) | ((depth - min_depth).abs() < eps)
+
+
+def _assert_same_pairs(ours: tuple, theirs: tuple, near_edge: torch.Tensor, tol: float) -> None:
+    """``(point_idx, cam_idx, uv, depth)`` from two paths: away from the edge the same pairs in the same order
+    (indices exact), values within ``tol``."""
+    away = [~near_edge[cam_idx, point_idx] for point_idx, cam_idx, *_ in (ours, theirs)]
+    for a, b in zip(ours[:2], theirs[:2]):
+        assert torch.equal(a[away[0]], b[away[1]])
+    for a, b in zip(ours[2:], theirs[2:]):
+        torch.testing.assert_close(a[away[0]].double(), b[away[1]].double(), atol=tol, rtol=0)
+
+
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float64])
 def test_pairs_match_the_dense_mask_and_the_torch_path(dtype):
     """Per-camera image sizes, ``low``, extra point columns: the pairs are the dense mask's, in order, and
-    the torch lines (run on other devices) give what the numpy lines (run on CPU) give."""
+    the torch lines (run on other devices) give what the numpy lines (run on CPU) give.
+
+    Three different GEMMs (dense float64, numpy, torch) round differently (float32: a few ulps of ~1e3 px
+    after cancellation, seen 1.2e-4 px between numpy and torch on AMD EPYC), so values agree within ``tol``,
+    not bit for bit. A pair within ``tol`` of the window edge or of ``min_depth`` may then be kept by one path
+    and dropped by the other, both correctly: those are left out of the exact kept-set claim (a handful)."""
     gen = torch.Generator().manual_seed(1)
     pts = torch.cat([torch.randn(4000, 3, generator=gen, dtype=torch.float64) * 15,
                      torch.rand(4000, 2, generator=gen, dtype=torch.float64)], dim=1)
@@ -181,15 +206,16 @@ def test_pairs_match_the_dense_mask_and_the_torch_path(dtype):
     mask = G.inside_mask(uv, depth, sizes, min_depth=0.5, low=1.0)
     cam_idx, point_idx = mask.nonzero(as_tuple=True)
     assert len(pairs) > 100 and pairs.uv.dtype == pairs.depth.dtype == dtype and pairs.uv.is_contiguous()
-    assert torch.equal(pairs.cam_idx, cam_idx) and torch.equal(pairs.point_idx, point_idx)
-    tol = 1e-3 if dtype == torch.float32 else 1e-9
-    torch.testing.assert_close(pairs.uv.double(), uv[cam_idx, point_idx], atol=tol, rtol=0)
-    torch.testing.assert_close(pairs.depth.double(), depth[cam_idx, point_idx], atol=tol, rtol=0)
+    tol = 1e-3 if dtype == torch.float32 else 1e-9  # px and m; float64 rounds at ~1e-13 px here
+    near = _near_edge(uv, depth, sizes, low=1.0, min_depth=0.5, eps=tol)
+    assert int(near[mask].sum()) < 10  # the exemption stays small: the claim below covers almost every pair
+    ours = (pairs.point_idx, pairs.cam_idx, pairs.uv, pairs.depth)
+    _assert_same_pairs(ours, (point_idx, cam_idx, uv[cam_idx, point_idx], depth[cam_idx, point_idx]), near, tol)
     # The torch lines, on CPU tensors here, against the numpy lines.
     rows, window = (torch.tensor(a, dtype=dtype) for a in G._centred_rows(l2c, k, sizes, low=1.0))
     torch_path = G._kept_pairs(pts.to(dtype), rows, window, min_depth=0.5)
-    for ours, theirs in zip((pairs.point_idx, pairs.cam_idx, pairs.uv, pairs.depth), torch_path):
-        assert ours.dtype == theirs.dtype and torch.equal(ours, theirs)
+    assert [t.dtype for t in ours] == [t.dtype for t in torch_path]
+    _assert_same_pairs(ours, torch_path, near, tol)
 
 
 def test_zbuffer_keeps_nearest_per_cell():
