@@ -11,3 +11,13 @@ class UserError(Exception):
     """A problem with the user's input or outputs, described in one line; tools exit 2 on it."""
 
     label = "error"                      # the prefix a tool prints before the message
+
+    def __init__(self, *args: object) -> None:
+        super().__init__(*args)
+        wrapped = args[0] if len(args) == 1 and isinstance(args[0], str) else ""
+        if wrapped.startswith("Caught ") and "\nOriginal Traceback" in wrapped:
+            # torch re-raises a DataLoader worker's exception as ``type(its message + the worker's
+            # traceback)``: keep the one line (after "module.Class: ") and the rest as a note for --debug
+            self.args = (wrapped.rstrip().rsplit("\n", 1)[-1].split(": ", 1)[-1],)
+            if hasattr(self, "add_note"):  # Python >= 3.11
+                self.add_note(wrapped)

@@ -19,6 +19,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from collab_distill.data.dataset import load_points
 from collab_distill.data.infos import InfoFile
 from collab_distill.geometry import project_to_pairs
 
@@ -81,7 +82,7 @@ def check_infos(infos: InfoFile, version: str, num_samples: int, out_dir: Path, 
     errors64, errors32, same, overlays, checked = [], [], True, [], 0
     for info in chosen:
         lidar_token = nusc.get("sample", info.token)["data"]["LIDAR_TOP"]
-        points = np.fromfile(infos.dataroot / info.lidar_path, dtype=np.float32).reshape(-1, 5)
+        points = load_points(infos.dataroot / info.lidar_path, info.num_points)
         for channel, cam in info.cameras.items():
             cam_token = nusc.get("sample", info.token)["data"][channel]
             pairs = project_to_pairs(points, cam.lidar2cam, cam.K, (cam.height, cam.width), min_depth=1.0,

@@ -1,18 +1,23 @@
-"""Paired dataset: pairs stay right under every transform; condition filters; offset-batched collate."""
+"""Paired dataset: pairs stay right under every transform; condition filters; offset-batched collate;
+files damaged after prepare are refused by name."""
 from __future__ import annotations
 
 import dataclasses
 import json
+import os
+import shutil
 
 import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
 from PIL import Image
+from torch.utils.data import DataLoader
 
 from collab_distill.config import DataConfig, ImageAug, PointAug
 from collab_distill.data.collate import Collate
-from collab_distill.data.dataset import PairedDataset, load_points
+from collab_distill.cli import user_errors
+from collab_distill.data.dataset import DataFileError, PairedDataset, load_points
 from collab_distill.data.infos import load_infos
 from collab_distill.geometry import project_to_pairs
 
@@ -39,7 +44,7 @@ def _reference_values(infos_dir, info, channel):
     cam = info.cameras[channel]
     root = load_infos(infos_dir / "infos_train.json").dataroot
     image = torch.from_numpy(np.asarray(Image.open(root / cam.path).convert("RGB")).copy()).permute(2, 0, 1) / 255
-    pts = load_points(root / info.lidar_path)
+    pts = load_points(root / info.lidar_path, info.num_points)
     pairs = project_to_pairs(pts, cam.lidar2cam, cam.K, (cam.height, cam.width), min_depth=1.0)
     return dict(zip(pairs.point_idx.tolist(), _sample(image, pairs.uv)))
 
@@ -143,3 +148,45 @@ def test_collate_offsets_and_global_indices(infos_dir):
     assert torch.equal(batch["pair_image"][-len(last["pair_point"]):], last["pair_image"] + 4)
     assert batch["voxel_inverse"].shape == (len(batch["points"]),)
     assert int(batch["voxel_coords"][:, 0].max()) == 2
+
+
+def _damaged_copy(synthetic_root, synthetic_infos, tmp_path, kind: str, keep_bytes: int):
+    """A copy of the synthetic dataroot whose first train sample's ``kind`` file ("lidar" or
+    "lidarseg") is cut to ``keep_bytes``; returns the DataConfig on it and the damaged path."""
+    root = shutil.copytree(synthetic_root, tmp_path / "nuscenes")
+    info = load_infos(synthetic_infos / "infos_train.json").samples[0]
+    path = root / (info.lidar_path if kind == "lidar" else info.lidarseg_path)
+    os.truncate(path, keep_bytes)
+    cfg = DataConfig(info_dir=str(synthetic_infos), dataroot=str(root), split="train", conditions=["all"],
+                     cameras=["CAM_FRONT"], image_size=(56, 112))
+    return cfg, path, info.num_points
+
+
+@pytest.mark.parametrize("kind, keep_bytes, found", [("lidar", 50 * 20, 50), ("lidar", 50 * 20 + 7, 50),
+                                                     ("lidarseg", 50, 50)])
+def test_a_file_truncated_after_prepare_is_refused_by_name(synthetic_root, synthetic_infos, tmp_path, kind,
+                                                           keep_bytes, found):
+    cfg, path, expected = _damaged_copy(synthetic_root, synthetic_infos, tmp_path, kind, keep_bytes)
+    assert expected > found
+    dataset = PairedDataset(cfg, train=False)
+    with pytest.raises(DataFileError) as caught:
+        dataset[0]
+    message = str(caught.value)
+    assert str(path) in message and f"{keep_bytes} bytes hold {found} " in message
+    assert f"says {expected};" in message and "tools/prepare_nuscenes.py" in message and "\n" not in message
+    assert dataset[1]["points"].shape[1] == 4  # the undamaged samples still load
+
+
+def test_a_damaged_file_read_in_a_dataloader_worker_is_still_one_line(synthetic_root, synthetic_infos, tmp_path,
+                                                                      capsys):
+    cfg, path, _ = _damaged_copy(synthetic_root, synthetic_infos, tmp_path, "lidarseg", 10)
+    loader = DataLoader(PairedDataset(cfg, train=False), batch_size=1, num_workers=1, collate_fn=lambda b: b)
+    with pytest.raises(SystemExit) as caught, user_errors():
+        next(iter(loader))
+    assert caught.value.code == 2
+    err = capsys.readouterr().err
+    assert err.startswith(f"error: {path}: 10 bytes hold 10 labels") and err.count("\n") == 1
+    with pytest.raises(DataFileError, match="10 labels") as debug:  # --debug keeps the worker's traceback
+        with user_errors(debug=True):
+            next(iter(loader))
+    assert "\n" not in str(debug.value) and any("_read_exactly" in note for note in debug.value.__notes__)

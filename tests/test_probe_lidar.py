@@ -1,10 +1,16 @@
-"""3D linear probe: the head learns separable features, not random ones; per-condition results; recipe."""
+"""3D linear probe: the head learns separable features, not random ones; per-condition results; recipe;
+a damaged label file is named."""
 from __future__ import annotations
+
+import os
+import shutil
 
 import pytest
 import torch
 
 from collab_distill.config import load_config
+from collab_distill.data.dataset import DataFileError
+from collab_distill.data.infos import load_infos
 from collab_distill.probe.lidar import CLASSES, IGNORE, LidarProbeConfig, evaluate, run_lidar_probe, train_head
 
 
@@ -33,13 +39,16 @@ def test_head_separates_informative_features_and_not_random_ones():
     assert good["clear"]["points"] + good["night"]["points"] == good["all"]["points"]
 
 
-def test_probe_runs_on_the_synthetic_world(synthetic_infos):
-    cfg = load_config("configs/probe_lidar/synthetic.yaml", [
+def _tiny_cfg(synthetic_infos, *overrides: str) -> LidarProbeConfig:
+    return load_config("configs/probe_lidar/synthetic.yaml", [
         f"data.info_dir={synthetic_infos}", "model.image.name=vit_pico_patch14_cpu", "data.image_size=[56,112]",
         "model.point.enc_widths=[8,16]", "model.point.enc_depths=[1,1]", "model.point.dec_widths=[16,16]",
-        "model.point.dec_depths=[1,1]", "model.point.stem_width=8", "epochs=3", "data.voxel_size=0.4"],
+        "model.point.dec_depths=[1,1]", "model.point.stem_width=8", "epochs=3", "data.voxel_size=0.4", *overrides],
         schema=LidarProbeConfig)
-    result = run_lidar_probe(cfg, "floor", progress=False)
+
+
+def test_probe_runs_on_the_synthetic_world(synthetic_infos):
+    result = run_lidar_probe(_tiny_cfg(synthetic_infos), "floor", progress=False)
     assert set(result["results"]) == {"all", "night", "rain"}  # the tiny val split is one night+rain scene
     everything = result["results"]["all"]
     assert 0.0 <= everything["miou"] <= 1.0 and everything["points"] > 1000
@@ -50,6 +59,15 @@ def test_probe_runs_on_the_synthetic_world(synthetic_infos):
     with pytest.raises(FileNotFoundError, match="point_encoder.safetensors"):
         run_lidar_probe(load_config(None, ["point_weights=/nowhere", "model.image.weights=random"],
                                     schema=LidarProbeConfig), "x", progress=False)
+
+
+def test_a_label_file_truncated_after_prepare_names_the_file(synthetic_root, synthetic_infos, tmp_path):
+    """It used to surface later as an unrelated IndexError (labels indexed by the pairs)."""
+    root = shutil.copytree(synthetic_root, tmp_path / "nuscenes")
+    info = load_infos(synthetic_infos / "infos_train.json").samples[0]
+    os.truncate(root / info.lidarseg_path, 100)
+    with pytest.raises(DataFileError, match=f"{info.lidarseg_path}: 100 bytes hold 100 labels.*says {info.num_points}"):
+        run_lidar_probe(_tiny_cfg(synthetic_infos, f"data.dataroot={root}"), "floor", progress=False)
 
 
 def test_report_includes_the_3d_probe_next_to_the_2d_tables(tmp_path):

@@ -4,6 +4,11 @@ One item is one keyframe: its LiDAR points, the selected camera images resized/c
 configured size, the matching ``K`` and ``lidar2cam``, the point-pixel pairs, lidarseg labels when
 present, and condition tags. Randomness (camera choice, augmentation, subsampling) comes from a
 generator seeded by ``(seed, epoch, index)``, so an item is reproducible whatever the worker.
+
+Point and label files are read here and only here (:func:`load_points`, :func:`load_labels`, for the
+training dataset, the probes and the prepare check alike), against the point count of the info record:
+a file truncated or replaced after prepare is a :class:`DataFileError` naming it, never a silent run on
+fewer points.
 """
 from __future__ import annotations
 
@@ -17,6 +22,7 @@ from torch.utils.data import Dataset
 from collab_distill.config import DataConfig, ImageAug, PointAug
 from collab_distill.data.infos import CAMERA_ORDER, SampleInfo, load_infos
 from collab_distill.data.transforms import augment_points, load_image, reindex_pairs, subsample
+from collab_distill.errors import UserError
 from collab_distill.geometry import project_to_pairs
 
 #: Condition tags, in the column order of the ``conditions`` multi-hot in a batch.
@@ -25,11 +31,40 @@ POINT_COLUMNS = 5          # x, y, z, intensity, ring in a nuScenes .pcd.bin
 INTENSITY_SCALE = 255.0    # nuScenes intensities are 0..255
 
 
-def load_points(path: Path) -> torch.Tensor:
-    """``(N, 4)`` float32 x, y, z, intensity/255 from a nuScenes ``.pcd.bin``."""
-    raw = np.fromfile(path, dtype=np.float32).reshape(-1, POINT_COLUMNS)[:, :4].copy()
+class DataFileError(UserError, ValueError):
+    """A point or label file that no longer matches its info record: it changed after prepare."""
+
+
+def _read_exactly(path: Path, dtype: type, columns: int, expected: int, what: str) -> np.ndarray:
+    """``(expected, columns)`` array of ``dtype`` from a raw binary file.
+
+    Raises:
+        DataFileError: the file is unreadable or holds another number of records than ``expected``
+            (a file truncated or replaced after prepare would otherwise be used silently).
+    """
+    redo = "the file changed after prepare: re-run tools/prepare_nuscenes.py (with --overwrite)"
+    try:
+        raw = np.fromfile(path, dtype=dtype)
+    except OSError as exc:
+        raise DataFileError(f"{path}: cannot read the {what} ({exc.strerror or exc}); {redo}") from None
+    if raw.size != expected * columns:
+        raise DataFileError(f"{path}: {path.stat().st_size} bytes hold {raw.size // columns} {what}, its info record "
+                            f"says {expected}; {redo}")
+    return raw.reshape(expected, columns)
+
+
+def load_points(path: Path, num_points: int) -> torch.Tensor:
+    """``(N, 4)`` float32 x, y, z, intensity/255 from a nuScenes ``.pcd.bin`` of ``num_points`` points
+    (the count in its info record; :class:`DataFileError` on any other)."""
+    raw = _read_exactly(path, np.float32, POINT_COLUMNS, num_points, "points")[:, :4].copy()
     raw[:, 3] /= INTENSITY_SCALE
     return torch.from_numpy(raw)
+
+
+def load_labels(path: Path, num_points: int) -> torch.Tensor:
+    """``(N,)`` int64 lidarseg indices from a ``.bin`` of one uint8 per point (``num_points`` of them,
+    as in the info record; :class:`DataFileError` on any other count)."""
+    return torch.from_numpy(_read_exactly(path, np.uint8, 1, num_points, "labels")[:, 0].astype(np.int64))
 
 
 def conditions_multi_hot(tags: tuple[str, ...]) -> torch.Tensor:
@@ -104,10 +139,8 @@ class PairedDataset(Dataset):
             ks.append(k)
         lidar2cam = np.stack([info.cameras[c].lidar2cam for c in channels])
         k_all = np.stack(ks)
-        points = load_points(self.root / info.lidar_path)
-        labels = None
-        if info.lidarseg_path:
-            labels = torch.from_numpy(np.fromfile(self.root / info.lidarseg_path, dtype=np.uint8).astype(np.int64))
+        points = load_points(self.root / info.lidar_path, info.num_points)
+        labels = load_labels(self.root / info.lidarseg_path, info.num_points) if info.lidarseg_path else None
         pairs = project_to_pairs(points, lidar2cam, k_all, self.cfg.image_size, min_depth=self.cfg.min_depth,
                                  zbuffer_cell=self.cfg.zbuffer_cell)
         if self.augment:
