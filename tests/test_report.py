@@ -1,4 +1,5 @@
-"""The report: tables that match the JSON, method order, PNGs, errors, from fake probe results."""
+"""The report: tables that match the JSON, method order, PNGs, errors (damaged results fail by name),
+from fake probe results."""
 from __future__ import annotations
 
 import importlib.util
@@ -11,7 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
-from collab_distill.probe.results import write_result
+from collab_distill.probe.results import ResultError, write_result
 from collab_distill.probe.showcase import Showcase
 from collab_distill.report import ReportError, build_report, find_results
 from collab_distill.report.tables import SECTION_BY_KEY, collect
@@ -149,15 +150,50 @@ def test_duplicate_method_and_task_is_an_error(tmp_path):
         build_report([tmp_path], tmp_path / "out")
 
 
-def test_cli_reports_a_missing_input_in_one_line(tmp_path, monkeypatch, capsys):
+def _run_tool(monkeypatch, capsys, *argv: str) -> tuple[int, list[str]]:
+    """``tools/report.py argv``: its exit code and its non-empty stderr lines."""
     spec = importlib.util.spec_from_file_location("report_tool", REPO / "tools" / "report.py")
     tool = importlib.util.module_from_spec(spec)
     spec.loader.exec_module(tool)
-    monkeypatch.setattr(sys, "argv", ["report.py", str(tmp_path / "nope"), "--out", str(tmp_path / "out")])
+    monkeypatch.setattr(sys, "argv", ["report.py", *argv])
     with pytest.raises(SystemExit) as exit_info:
         tool.main()
-    lines = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
-    assert exit_info.value.code == 2 and len(lines) == 1 and "no such file or folder" in lines[0]
+    return exit_info.value.code, [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+
+
+def test_cli_reports_a_missing_input_in_one_line(tmp_path, monkeypatch, capsys):
+    code, lines = _run_tool(monkeypatch, capsys, str(tmp_path / "nope"), "--out", str(tmp_path / "out"))
+    assert code == 2 and len(lines) == 1 and "no such file or folder" in lines[0]
+
+
+@pytest.mark.parametrize("damaged, keep_bytes", [("stage2/seg.json", 200), ("stage2/seg.json", 0),
+                                                 ("teacher/custom_name.json", 60)])
+def test_a_damaged_result_fails_by_name_named_or_found_in_a_folder(tmp_path, monkeypatch, capsys, damaged,
+                                                                   keep_bytes):
+    """A half-written result used to drop its method's row silently when the folder was searched."""
+    _write_runs(tmp_path / "runs")
+    path = tmp_path / "runs" / damaged
+    if not path.exists():  # a result under a name of the user's choosing (tools/probe_lidar.py --out)
+        (tmp_path / "runs" / "teacher" / "seg.json").rename(path)
+    path.write_bytes(path.read_bytes()[:keep_bytes])
+    for inputs in ([tmp_path / "runs"], [path]):
+        with pytest.raises(ResultError, match=f"{path}: cannot read a probe result .*run the probe"):
+            build_report(inputs, tmp_path / "out")
+    code, lines = _run_tool(monkeypatch, capsys, str(tmp_path / "runs"), "--out", str(tmp_path / "out"))
+    assert code == 2 and len(lines) == 1 and str(path) in lines[0]
+
+
+def test_other_json_files_in_a_folder_are_skipped_unreadable_ones_with_a_warning(tmp_path, caplog):
+    written = _write_runs(tmp_path / "runs")
+    (tmp_path / "runs" / "stage2" / "run.json").write_text('{"git_sha": "abc"}')
+    broken = tmp_path / "runs" / "stage2" / "checkpoints" / "step_4" / "state.json"
+    broken.parent.mkdir(parents=True)
+    broken.write_text('{"step": 4, "comp')
+    with caplog.at_level("WARNING", logger="collab_distill.report"):
+        found = find_results([tmp_path / "runs"])
+    assert len(found) == len(written)
+    messages = [r.getMessage() for r in caplog.records]
+    assert len(messages) == 1 and messages[0].startswith(f"skipped {broken}: not a probe result, not valid JSON (")
 
 
 def test_seed_summary_is_mean_and_sample_std_of_the_reports(tmp_path):

@@ -58,8 +58,9 @@ def load_result(path: str | Path) -> dict[str, Any]:
     path = Path(path)
     try:
         data = json.loads(path.read_text())
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ResultError(f"{path}: cannot read a probe result ({exc})") from None
+    except (OSError, ValueError) as exc:  # ValueError: not JSON, not text (e.g. a half-written file)
+        raise ResultError(f"{path}: cannot read a probe result ({exc}); run the probe that wrote it again, "
+                          f"or move the file out of the report's inputs") from None
     if not isinstance(data, dict) or data.get("schema") != RESULT_SCHEMA:
         raise ResultError(f"{path}: schema {data.get('schema') if isinstance(data, dict) else None!r}, "
                           f"expected {RESULT_SCHEMA!r}")

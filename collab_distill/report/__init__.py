@@ -7,22 +7,32 @@ from __future__ import annotations
 
 import dataclasses
 import json
+import logging
+import re
 from pathlib import Path
 from typing import Any
 
 import torch
 
-from collab_distill.probe.results import RESULT_SCHEMA
+from collab_distill.probe.results import RESULT_SCHEMA, TASKS
 from collab_distill.probe.showcase import Showcase
 from collab_distill.report import figures
 from collab_distill.report.tables import ReportError, collect, markdown
 
 __all__ = ["ReportError", "build_report", "find_results"]
 
+log = logging.getLogger(__name__)
+RESULT_NAMES = frozenset(f"{task}.json" for task in TASKS)  # what the probe tools write
+_RESULT_START = re.compile(r'\s*\{\s*"schema":\s*"' + re.escape(RESULT_SCHEMA.split("/")[0]) + "/")
+
 
 def find_results(inputs: list[str | Path]) -> list[Path]:
     """Result files among ``inputs``: files as given, folders searched recursively for ``*.json``
-    files with the probe result schema. Sorted, without duplicates."""
+    files that are probe results (:func:`_is_result`). Sorted, without duplicates.
+
+    A damaged result is never dropped silently: named or found, it is returned, and :func:`collect`
+    fails on it by name (a half-written ``seg.json`` would otherwise just remove its method's row).
+    """
     found: set[Path] = set()
     for item in map(Path, inputs):
         if item.is_file():
@@ -35,10 +45,25 @@ def find_results(inputs: list[str | Path]) -> list[Path]:
 
 
 def _is_result(path: Path) -> bool:
+    """Whether a ``*.json`` met in a folder search is meant to be a probe result: named like one
+    (``seg.json``, ``depth.json``, ``lidar_seg.json``) or starting with the result schema, as
+    :func:`~collab_distill.probe.results.write_result` writes it (true of a truncated one too). Other
+    JSON files (``run.json``, ``report.json``, checkpoints' ``state.json``) are not results: skipped,
+    with a warning naming those that cannot even be parsed."""
+    if path.name in RESULT_NAMES:
+        return True
     try:
-        return json.loads(path.read_text()).get("schema") == RESULT_SCHEMA
-    except (OSError, ValueError, AttributeError):
+        text = path.read_text()
+    except (OSError, ValueError) as exc:
+        log.warning("skipped %s: not a probe result, cannot be read (%s)", path, exc)
         return False
+    if _RESULT_START.match(text):
+        return True
+    try:
+        json.loads(text)
+    except ValueError as exc:
+        log.warning("skipped %s: not a probe result, not valid JSON (%s)", path, exc)
+    return False
 
 
 def load_showcases(report: dict[str, Any], task: str) -> dict[str, Showcase]:
