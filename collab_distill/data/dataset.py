@@ -5,10 +5,10 @@ configured size, the matching ``K`` and ``lidar2cam``, the point-pixel pairs, li
 present, and condition tags. Randomness (camera choice, augmentation, subsampling) comes from a
 generator seeded by ``(seed, epoch, index)``, so an item is reproducible whatever the worker.
 
-Point and label files are read here and only here (:func:`load_points`, :func:`load_labels`, for the
-training dataset, the probes and the prepare check alike), against the point count of the info record:
-a file truncated or replaced after prepare is a :class:`DataFileError` naming it, never a silent run on
-fewer points.
+Point and label files of prepared samples are read by :func:`load_points` and :func:`load_labels`
+alone (the training dataset, the probes and the prepare check), against the point count of the info
+record: a file truncated or replaced after prepare is a :class:`DataFileError` naming it, never a
+silent run on fewer points.
 """
 from __future__ import annotations
 
