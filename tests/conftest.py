@@ -68,3 +68,23 @@ def synthetic_infos(synthetic_root, tmp_path_factory: pytest.TempPathFactory):
     out = tmp_path_factory.mktemp("synthetic_infos")
     prepare(synthetic_root, "v1.0-mini", out, workers=1, progress=False)
     return out
+
+
+@pytest.fixture
+def damaged_copy(synthetic_root, synthetic_infos, tmp_path):
+    """``damage(field, keep_bytes) -> (root, path, num_points)``: a copy of the synthetic dataroot in
+    which the file ``field`` (``"lidar_path"`` or ``"lidarseg_path"``) of the first train sample is cut
+    to ``keep_bytes`` after prepare; ``num_points`` is the count its info record holds."""
+    import os
+    import shutil
+
+    from collab_distill.data.infos import load_infos
+
+    def damage(field: str, keep_bytes: int):
+        root = shutil.copytree(synthetic_root, tmp_path / "damaged_nuscenes")
+        info = load_infos(synthetic_infos / "infos_train.json").samples[0]
+        path = root / getattr(info, field)
+        os.truncate(path, keep_bytes)
+        return root, path, info.num_points
+
+    return damage

@@ -196,6 +196,19 @@ def test_cli_refuses_a_config_of_the_other_task_in_one_line(capsys):
     assert exit_info.value.code == 2 and len(err) == 1 and "'seg' probe config" in err[0]
 
 
+def test_cli_names_a_label_file_damaged_after_prepare_in_one_line_from_a_worker(damaged_copy, synthetic_infos,
+                                                                                 tmp_path, capsys):
+    root, path, num_points = damaged_copy("lidarseg_path", 10)
+    with pytest.raises(SystemExit) as exit_info:
+        probe_main("doc", "probe_seg.py", "seg", "configs/probe/seg_linear.yaml", argv=[
+            "--out", str(tmp_path), "--no-progress", f"data.info_dir={synthetic_infos}", f"data.dataroot={root}",
+            "data.num_workers=1", "data.image_size=[56,112]", "model.image.name=vit_pico_patch14_cpu"])
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert exit_info.value.code == 2 and len(err) == 1
+    assert err[0] == (f"error: {path}: 10 bytes hold 10 labels, its info record says {num_points}; the file changed "
+                      "after prepare: re-run tools/prepare_nuscenes.py (with --overwrite)")
+
+
 def test_exported_encoder_state_dict_loads_at_any_probe_size(tmp_path):
     torch.manual_seed(3)
     trained = ImageEncoder(PICO, (56, 112)).eval()

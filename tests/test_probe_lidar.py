@@ -2,15 +2,13 @@
 a damaged label file is named."""
 from __future__ import annotations
 
-import os
-import shutil
+import re
 
 import pytest
 import torch
 
 from collab_distill.config import load_config
 from collab_distill.data.dataset import DataFileError
-from collab_distill.data.infos import load_infos
 from collab_distill.probe.lidar import CLASSES, IGNORE, LidarProbeConfig, evaluate, run_lidar_probe, train_head
 
 
@@ -61,12 +59,11 @@ def test_probe_runs_on_the_synthetic_world(synthetic_infos):
                                     schema=LidarProbeConfig), "x", progress=False)
 
 
-def test_a_label_file_truncated_after_prepare_names_the_file(synthetic_root, synthetic_infos, tmp_path):
+def test_a_label_file_truncated_after_prepare_names_the_file(damaged_copy, synthetic_infos):
     """It used to surface later as an unrelated IndexError (labels indexed by the pairs)."""
-    root = shutil.copytree(synthetic_root, tmp_path / "nuscenes")
-    info = load_infos(synthetic_infos / "infos_train.json").samples[0]
-    os.truncate(root / info.lidarseg_path, 100)
-    with pytest.raises(DataFileError, match=f"{info.lidarseg_path}: 100 bytes hold 100 labels.*says {info.num_points}"):
+    root, path, num_points = damaged_copy("lidarseg_path", 100)
+    with pytest.raises(DataFileError, match=re.escape(f"{path}: 100 bytes hold 100 labels, its info record says "
+                                                      f"{num_points};")):
         run_lidar_probe(_tiny_cfg(synthetic_infos, f"data.dataroot={root}"), "floor", progress=False)
 
 

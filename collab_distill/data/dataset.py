@@ -20,9 +20,8 @@ import torch
 from torch.utils.data import Dataset
 
 from collab_distill.config import DataConfig, ImageAug, PointAug
-from collab_distill.data.infos import CAMERA_ORDER, SampleInfo, load_infos
+from collab_distill.data.infos import CAMERA_ORDER, InfoFileError, SampleInfo, load_infos
 from collab_distill.data.transforms import augment_points, load_image, reindex_pairs, subsample
-from collab_distill.errors import UserError
 from collab_distill.geometry import project_to_pairs
 
 #: Condition tags, in the column order of the ``conditions`` multi-hot in a batch.
@@ -31,8 +30,9 @@ POINT_COLUMNS = 5          # x, y, z, intensity, ring in a nuScenes .pcd.bin
 INTENSITY_SCALE = 255.0    # nuScenes intensities are 0..255
 
 
-class DataFileError(UserError, ValueError):
-    """A point or label file that no longer matches its info record: it changed after prepare."""
+class DataFileError(InfoFileError):
+    """A point or label file that no longer matches its info record: it changed after prepare (so the
+    info file no longer describes the data, and tools treat it as any unusable info file)."""
 
 
 def _read_exactly(path: Path, dtype: type, columns: int, expected: int, what: str) -> np.ndarray:
