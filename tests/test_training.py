@@ -108,9 +108,10 @@ def test_resume_equals_straight_run(textured_infos_dir, tmp_path):
                              resume="auto")
     assert result.steps == 4
     a, b = straight.checkpoint_state(), resumed.checkpoint_state()
-    for key in a:
-        torch.testing.assert_close(a[key], b[key], rtol=1e-5, atol=1e-6, msg=key)
-    assert _losses(tmp_path / "a")[2:] == pytest.approx(_losses(tmp_path / "b"), rel=1e-5)
+    # Bit for bit: the same code on the same data in the same process (same kernels, same thread count);
+    # only a run compared with a different process count or BLAS kernel needs a tolerance.
+    assert [key for key in a if not torch.equal(a[key], b[key])] == []
+    assert _losses(tmp_path / "a")[2:] == _losses(tmp_path / "b")
 
 
 def test_teacher_pretraining_learns_and_exports_a_timm_vit(synthetic_infos, tmp_path):
