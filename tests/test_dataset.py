@@ -178,9 +178,8 @@ def test_a_damaged_file_read_in_a_dataloader_worker_is_still_one_line(damaged_co
     assert caught.value.code == 2
     err = capsys.readouterr().err
     assert err.startswith(f"error: {path}: 10 bytes hold 10 labels") and err.count("\n") == 1
-    with pytest.raises(DataFileError, match="10 labels") as debug:  # --debug keeps the worker's traceback
-        with user_errors(debug=True):
-            next(iter(loader))
+    with pytest.raises(DataFileError, match="10 labels") as debug, user_errors(debug=True):  # --debug: traceback
+        next(iter(loader))
     assert "\n" not in str(debug.value)
     if sys.version_info >= (3, 11):  # exception notes
         assert any("_read_exactly" in note for note in debug.value.__notes__)
