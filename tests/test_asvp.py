@@ -1,16 +1,25 @@
 """ASVP (collab_distill.defense): identity at h = 1, the spectrum it produces, shapes/dtypes, gradients,
 the adaptive rank rule, both placements on a CNN and on the ViT encoder; plus the study's metrics,
-UNet, crops and one lockstep distillation step."""
+UNet, crops and one lockstep distillation step, the encoder study end to end at a tiny size, and the
+study folder (a failed part keeps the finished ones, resume, refusals, the tool's one-line errors)."""
 from __future__ import annotations
 
 import dataclasses
+import json
+import math
+import re
+import runpy
+from pathlib import Path
 
 import kornia
 import pytest
 import torch
 from torch import nn
 
+from collab_distill.config import config_to_dict
 from collab_distill.defense import ASVPConfig, ASVPDefense, adaptive_rank, as_matrices, perturb, spectrum
+from collab_distill.defense import study
+from collab_distill.defense.study import StudyError, load_study_config, prepare_data, run_study
 from collab_distill.restoration.data import PairedImages, random_crops
 from collab_distill.restoration.distill import (Attacker, TrainSettings, distill_lockstep, plain_source,
                                                 record_outputs)
@@ -235,3 +244,130 @@ def test_unet_crops_and_one_lockstep_step() -> None:
     with record_outputs(teacher, ["mid"]) as feats:
         teacher(crops.degraded)
     assert feats["mid"].shape == (4, 16, 4, 4)
+
+
+# ---------------------------------------------------------------------------------------------
+# The study: the encoder part end to end, and what a study folder keeps, resumes and refuses
+# ---------------------------------------------------------------------------------------------
+STUDY_YAML = "configs/asvp/study.yaml"
+#: the encoder part at a tiny size: pico teacher and student at 56x112, a few steps (seconds on a CPU)
+TINY_ENCODER = ["parts=[encoder]", "encoder.image_size=[56,112]", "encoder.teacher=vit_pico_patch14_cpu",
+                "encoder.student=vit_pico_patch14_cpu", "encoder.asvp.layers=[vit.blocks.2]",
+                "encoder.distill_steps=4", "encoder.distill_batch=4", "encoder.probe_iterations=10"]
+
+
+def test_encoder_study_end_to_end_at_a_tiny_size(synthetic_infos, tmp_path, monkeypatch) -> None:
+    monkeypatch.setattr(study, "prepare_data", lambda cfg: (synthetic_infos, 0.0))   # the session's tiny set
+    cfg = load_study_config(STUDY_YAML, [f"experiment.output_dir={tmp_path}", *TINY_ENCODER])
+    result = run_study(cfg, ["test"])
+    saved = json.loads((tmp_path / "asvp_study.json").read_text())
+    assert saved["pending"] == [] and saved["encoder"] == json.loads(json.dumps(result["encoder"]))
+    encoder = saved["encoder"]
+    assert encoder["train_images"] == 12 and encoder["test_images"] == 12      # 2 keyframes x 6 cameras each
+    rows = encoder["rows"]
+    assert set(rows) == {f"{who}_{source}" for who in ("teacher", "student")
+                         for source in ("undefended", "inline", "exposed")}
+    for row in rows.values():
+        assert 0 <= row["miou"]["all"] <= 1
+        assert all(math.isfinite(v) for v in row["miou"].values() if v is not None)
+    for name in ("undefended", "inline", "exposed"):
+        assert math.isfinite(rows[f"student_{name}"]["distill_loss"]) and rows[f"student_{name}"]["distill_loss"] > 0
+    # exposed: the teacher's own features are untouched (same probe score, cosine 1); inline changes them
+    assert rows["teacher_exposed"]["miou"] == rows["teacher_undefended"]["miou"]
+    assert rows["teacher_exposed"]["patch_cosine"] == pytest.approx(1.0, abs=1e-5)
+    assert rows["teacher_inline"]["patch_cosine"] < 0.9999
+    # the defended block is the one the attacker matches: both placements hand out the same tokens
+    assert rows["student_inline"] == rows["student_exposed"]
+    assert rows["student_inline"]["distill_loss"] != rows["student_undefended"]["distill_loss"]
+    markdown = (tmp_path / "asvp_study.md").read_text()
+    assert "## Encoder" in markdown and "| teacher inline |" in markdown and "| student undefended |" in markdown
+
+
+def _fake_parts(monkeypatch, info_dir: Path, fail: set[str]) -> list[str]:
+    """Instant stand-ins for both parts (a part in ``fail`` raises); returns the list of parts called."""
+    calls: list[str] = []
+
+    def part(name: str):
+        def run(_cfg, _info_dir, _seed):
+            calls.append(name)
+            if name in fail:
+                raise RuntimeError(f"{name} broke")
+            return {"value": len(calls)}
+        return run
+
+    monkeypatch.setattr(study, "prepare_data", lambda cfg: (info_dir, 0.0))
+    monkeypatch.setattr(study, "run_restoration_study", part("restoration"))
+    monkeypatch.setattr(study, "run_encoder_study", part("encoder"))
+    monkeypatch.setattr(study, "restoration_markdown", lambda record: "RESTORATION TABLE")
+    monkeypatch.setattr(study, "encoder_markdown", lambda record: "ENCODER TABLE")
+    return calls
+
+
+def test_a_failed_part_keeps_the_finished_one_and_a_rerun_resumes(tmp_path, monkeypatch) -> None:
+    fail = {"encoder"}
+    calls = _fake_parts(monkeypatch, tmp_path, fail)
+    out = tmp_path / "study"
+    cfg = load_study_config(STUDY_YAML, [f"experiment.output_dir={out}"])
+    with pytest.raises(RuntimeError, match="encoder broke"):
+        run_study(cfg, ["first"])
+    saved = json.loads((out / "asvp_study.json").read_text())
+    assert saved["restoration"] == {"value": 1} and "encoder" not in saved and saved["pending"] == ["encoder"]
+    assert "RESTORATION TABLE" in (out / "asvp_study.md").read_text()
+
+    fail.clear()
+    run_study(cfg, ["second"])
+    assert calls == ["restoration", "encoder", "encoder"]            # the finished part was not run again
+    saved = json.loads((out / "asvp_study.json").read_text())
+    assert saved["restoration"] == {"value": 1} and saved["encoder"] == {"value": 3} and saved["pending"] == []
+    assert saved["command"] == ["second"] and list(saved["earlier"]) == ["restoration"]
+    markdown = (out / "asvp_study.md").read_text()
+    assert "ENCODER TABLE" in markdown and "The restoration part" in markdown and "earlier run" in markdown
+    assert not list(out.glob(".*"))                                  # no temporary file left behind
+
+    with pytest.raises(StudyError, match="finished .*--overwrite"):
+        run_study(cfg, ["third"])
+    other = load_study_config(STUDY_YAML, [f"experiment.output_dir={out}", "restoration.asvp.h=4"])
+    with pytest.raises(StudyError, match=r"restoration part ran with other settings \(restoration\.asvp\.h: 2\.0 -> 4\.0"):
+        run_study(other, ["fourth"])
+    assert len(calls) == 3                                           # refused before any work
+    run_study(other, ["fifth"], overwrite=True)
+    saved = json.loads((out / "asvp_study.json").read_text())
+    assert calls[3:] == ["restoration", "encoder"] and saved["earlier"] == {}
+    assert saved["config"]["restoration"]["asvp"]["h"] == 4.0
+
+
+def test_a_part_run_alone_is_kept_when_the_other_is_added(tmp_path, monkeypatch) -> None:
+    calls = _fake_parts(monkeypatch, tmp_path, set())
+    out = tmp_path / "study"
+    run_study(load_study_config(STUDY_YAML, [f"experiment.output_dir={out}", "parts=[encoder]"]), ["enc"])
+    run_study(load_study_config(STUDY_YAML, [f"experiment.output_dir={out}", "parts=[restoration]"]), ["res"])
+    saved = json.loads((out / "asvp_study.json").read_text())
+    assert calls == ["encoder", "restoration"] and saved["encoder"] == {"value": 1}
+    assert saved["restoration"] == {"value": 2}
+
+
+def test_generated_data_with_other_settings_is_refused(tmp_path) -> None:
+    from data_prep.synthetic.config import MARKER
+
+    cfg = load_study_config(STUDY_YAML, [f"experiment.output_dir={tmp_path}"])
+    (tmp_path / "data").mkdir()
+    (tmp_path / "data" / MARKER).write_text(json.dumps({**config_to_dict(cfg.data), "scenes": 3}))  # JSON is YAML
+    with pytest.raises(StudyError, match=r"data settings \(scenes: 3 -> 9\)"):
+        prepare_data(cfg)
+
+
+def test_the_tool_refuses_in_one_line(tmp_path, monkeypatch, capsys) -> None:
+    _fake_parts(monkeypatch, tmp_path, set())
+    out = tmp_path / "study"
+    run_study(load_study_config(STUDY_YAML, [f"experiment.output_dir={out}"]), ["first"])
+    main = runpy.run_path(str(Path(__file__).resolve().parents[1] / "tools" / "asvp_study.py"))["main"]
+    for argv, expected in (([STUDY_YAML, f"experiment.output_dir={out}"], "error: .* this study is finished"),
+                           ([STUDY_YAML, "encoder.asvp.layers=[vit.blocks.4,vit.blocks.5]"],
+                            "config error: .*encoder.asvp.layers: the encoder study defends one block"),
+                           ([STUDY_YAML, "restoration.asvp.h=0"], "config error: .*h must be > 0")):
+        capsys.readouterr()
+        with pytest.raises(SystemExit) as exit_info:
+            main(argv)
+        err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+        assert exit_info.value.code == 2 and len(err) == 1, err
+        assert re.match(expected, err[0]), err[0]

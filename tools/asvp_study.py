@@ -13,29 +13,32 @@ Examples:
   python tools/asvp_study.py configs/asvp/study.yaml parts=[restoration] restoration.asvp.h=4
   python tools/asvp_study.py configs/asvp/study.yaml restoration.tasks=[fog] restoration.student.steps=20
 
-Writes <experiment.output_dir>/asvp_study.{json,md}; the data set is generated into
-<experiment.output_dir>/data on first use (about a minute) unless data_root points to one.
+Writes <experiment.output_dir>/asvp_study.{json,md}, rewritten as soon as each part finishes; the data
+set is generated into <experiment.output_dir>/data on first use (about a minute) unless data_root points
+to one. Running again into the same folder runs only the parts it does not hold yet (same settings);
+a finished study, or one run with other settings, is refused unless --overwrite.
 """
 from __future__ import annotations
 
 import argparse
 import sys
 
-from collab_distill.cli import add_config_args, config_from_args, setup_logging
-from collab_distill.defense.study import ASVPStudyConfig, run_study
+from collab_distill.cli import add_config_args, add_debug_arg, setup_logging, user_errors
+from collab_distill.defense.study import load_study_config, run_study
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     add_config_args(parser, default="configs/asvp/study.yaml")
-    args = parser.parse_args()
+    parser.add_argument("--overwrite", action="store_true",
+                        help="run every configured part again, replacing the study in experiment.output_dir "
+                             "(the generated data is kept)")
+    add_debug_arg(parser)
+    args = parser.parse_args(argv)
     setup_logging()
-    try:
-        cfg = config_from_args(args, ASVPStudyConfig)
-    except ValueError as exc:                      # ASVPConfig's own checks (h, k, energy, solver)
-        print(f"config error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    result = run_study(cfg, sys.argv)
+    with user_errors(args.debug):
+        cfg = load_study_config(args.config, args.overrides)
+        result = run_study(cfg, [sys.argv[0], *(sys.argv[1:] if argv is None else argv)], overwrite=args.overwrite)
     print(f"ASVP study done in {result['seconds']['total']:.0f} s: {cfg.experiment.output_dir}/asvp_study.md")
 
 

@@ -60,6 +60,10 @@ class EncoderStudyConfig:
     distill_lr: float = 1e-3
     probe_iterations: int = 200
 
+    def __post_init__(self) -> None:
+        if len(self.asvp.layers) != 1:
+            raise ValueError(f"encoder.asvp.layers: the encoder study defends one block, got {self.asvp.layers}")
+
 
 def _probe_config(cfg: EncoderStudyConfig, info_dir: str, seed: int) -> ProbeConfig:
     overrides = [f"data.info_dir={info_dir}", f"data.image_size=[{cfg.image_size[0]},{cfg.image_size[1]}]",
@@ -124,8 +128,6 @@ def _distill(student: ImageEncoder, layer: str, targets: Tensor, images: Tensor,
 def run_encoder_study(cfg: EncoderStudyConfig, info_dir: str, seed: int) -> dict[str, Any]:
     """The encoder part; returns its JSON record."""
     start = time.perf_counter()
-    if len(cfg.asvp.layers) != 1:
-        raise ValueError(f"encoder.asvp.layers: the encoder study defends one block, got {cfg.asvp.layers}")
     layer = cfg.asvp.layers[0]
     probe = _probe_config(cfg, info_dir, seed)
     train_views, test_views = _views(build_views(probe, train=True)), _views(build_views(probe, train=False))

@@ -10,10 +10,9 @@ from dataclasses import dataclass
 from typing import Iterable, Sequence
 
 import torch
-from torch import Tensor
+from torch import Tensor, nn
 from tqdm import tqdm
 
-from collab_distill.models import ImageEncoder
 from collab_distill.probe.data import ProbeView
 from collab_distill.probe.encoder import probe_features
 
@@ -66,13 +65,16 @@ class FeatureBank:
 
 
 @torch.no_grad()
-def precompute(encoder: ImageEncoder, batches: Iterable[list[ProbeView]], blocks: Sequence[int],
+def precompute(encoder: nn.Module, batches: Iterable[list[ProbeView]], blocks: Sequence[int],
                cls_token: bool, progress: bool = True, desc: str = "features") -> FeatureBank:
     """Run ``encoder`` once over every view of ``batches`` (lists of views, e.g. a DataLoader with
-    :func:`~collab_distill.probe.data.collate_views`)."""
+    :func:`~collab_distill.probe.data.collate_views`). ``encoder``: an
+    :class:`~collab_distill.models.ImageEncoder`, or a module whose call forwards to one (e.g.
+    :class:`~collab_distill.defense.ASVPDefense`)."""
+    device = next(encoder.parameters()).device       # a wrapper's parameters are those of what it wraps
     patches, cls_list, labels, depths, tags, names = [], [], [], [], [], []
     for views in tqdm(batches, desc=desc, unit="batch", disable=not progress):
-        images = torch.stack([v.image for v in views]).to(encoder.mean.device)
+        images = torch.stack([v.image for v in views]).to(device)
         patch, cls = probe_features(encoder, images, blocks, cls_token)
         patches.append(patch.to("cpu", STORE_DTYPE))
         if cls is not None:

@@ -50,6 +50,10 @@ class RestorationStudyConfig:
     h_sweep: list[float] = field(default_factory=lambda: [1.5, 4.0, 8.0])  # inline teacher only, besides asvp.h
     eval_batch: int = 6
 
+    def __post_init__(self) -> None:
+        if unknown := [n for n in self.asvp.layers if n not in STAGES]:
+            raise ValueError(f"restoration.asvp.layers: {unknown} are not UNet stages {list(STAGES)}")
+
 
 def _width(widths: tuple[int, int, int], layer: str) -> int:
     """Channels of a UNet stage (``enc0 .. dec0``)."""
@@ -121,8 +125,6 @@ def run_task(condition: str, info_dir: str, cfg: RestorationStudyConfig, seed: i
 
 def run_restoration_study(cfg: RestorationStudyConfig, info_dir: str, seed: int) -> dict[str, Any]:
     """All tasks; the JSON record of the restoration part."""
-    if unknown := [n for n in cfg.asvp.layers if n not in STAGES]:
-        raise ValueError(f"restoration.asvp.layers: {unknown} are not UNet stages {list(STAGES)}")
     return {"config": dataclasses.asdict(cfg), "tasks": [run_task(c, info_dir, cfg, seed) for c in cfg.tasks]}
 
 
