@@ -63,7 +63,8 @@ Usage (one process, or many with accelerate):
   ACCELERATE_USE_CPU=true accelerate launch --multi_gpu --num_processes 2 tools/{tool} --config CONFIG
 
 train.batch_size is the total batch over processes and accumulation steps. Outputs (config.yaml,
-run.json, metrics.jsonl, tb/, checkpoints/, weights/*.safetensors) go to experiment.output_dir.
+run.json, metrics.jsonl, tb/, checkpoints/, weights/*.safetensors) go to experiment.output_dir, which
+must be empty unless --resume auto (continue its run) or --overwrite (replace it) is given.
 """
 
 
@@ -76,8 +77,12 @@ def train_main(doc: str, tool: str, default_config: str, allowed: set[str]) -> N
     parser.add_argument("--config", default=default_config, help="YAML run config (default: %(default)s)")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDE_HELP)
     parser.add_argument("--resume", default="", metavar="auto|DIR",
-                        help="'auto': continue from the newest complete checkpoint of the output folder; "
-                             "or a checkpoint folder")
+                        help="'auto': continue from the newest valid checkpoint of the output folder (a damaged "
+                             "one is skipped with a warning); or a checkpoint folder")
+    parser.add_argument("--overwrite", action="store_true",
+                        help="replace a non-empty output folder; the old run is kept until the new one has "
+                             "finished")
+    add_debug_arg(parser)
     args = parser.parse_args()
     setup_logging()
     cfg = config_from_args(args)
@@ -85,6 +90,7 @@ def train_main(doc: str, tool: str, default_config: str, allowed: set[str]) -> N
         print(f"config error: {args.config}: method.name={cfg.method.name!r}; {tool} runs {sorted(allowed)}",
               file=sys.stderr)
         raise SystemExit(2)
-    result = run_training(cfg, resume=args.resume)
+    with user_errors(args.debug):
+        result = run_training(cfg, resume=args.resume, overwrite=args.overwrite)
     print(f"{cfg.method.name}: {result.steps} steps, last loss {result.last_logs.get('loss', float('nan')):.4f}, "
           f"outputs in {result.out_dir}")

@@ -7,21 +7,27 @@ from pathlib import Path
 from collab_distill.config import RunConfig
 from collab_distill.data.collate import Collate
 from collab_distill.data.dataset import PairedDataset
+from collab_distill.engine.output import run_folder
 from collab_distill.engine.trainer import TrainResult, train
 from collab_distill.methods.registry import build_method
 
 log = logging.getLogger(__name__)
 
 
-def run_training(cfg: RunConfig, resume: str = "", progress: bool = True) -> TrainResult:
-    """Dataset, method and trainer from ``cfg``; outputs go to ``cfg.experiment.output_dir``."""
+def run_training(cfg: RunConfig, resume: str = "", progress: bool = True, overwrite: bool = False) -> TrainResult:
+    """Dataset, method and trainer from ``cfg``; outputs go to ``cfg.experiment.output_dir``.
+
+    ``resume`` and ``overwrite``: see :func:`~collab_distill.engine.trainer.train`.
+    """
     from accelerate.utils import set_seed
 
+    out_dir = Path(cfg.experiment.output_dir)
+    run_folder(out_dir, resume, overwrite)  # refuse a non-empty folder before building the model
     dataset = PairedDataset(cfg.data, seed=cfg.experiment.seed, train=True)
     set_seed(cfg.experiment.seed)  # random initialisations are part of the run's determinism
     method = build_method(cfg)
     log.info("%s: %d samples (%s), trainable %s, frozen %s", cfg.method.name, len(dataset), cfg.data.conditions,
              list(method.trainable_modules()), list(method.frozen_modules()))
     vit_depth = getattr(getattr(method, "student", None), "depth", 0)
-    return train(method, dataset, Collate(cfg.data.voxel_size), cfg.train, cfg.optim,
-                 Path(cfg.experiment.output_dir), cfg.experiment.seed, resume, cfg, vit_depth, progress)
+    return train(method, dataset, Collate(cfg.data.voxel_size), cfg.train, cfg.optim, out_dir,
+                 cfg.experiment.seed, resume, cfg, vit_depth, progress, overwrite)

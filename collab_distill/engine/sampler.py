@@ -3,6 +3,8 @@ from __future__ import annotations
 
 import torch
 
+from collab_distill.config import ConfigError
+
 
 class GlobalBatchSchedule:
     """Which dataset indices each process reads at each micro-step.
@@ -16,10 +18,11 @@ class GlobalBatchSchedule:
 
     def __init__(self, dataset_len: int, total_batch: int, world: int, accum: int, seed: int) -> None:
         if total_batch % (world * accum):
-            raise ValueError(f"train.batch_size={total_batch} is the total batch and must be divisible by "
+            raise ConfigError(f"train.batch_size={total_batch} is the total batch and must be divisible by "
                              f"processes x grad_accum = {world} x {accum}")
         if dataset_len < total_batch:
-            raise ValueError(f"the dataset has {dataset_len} samples, fewer than train.batch_size={total_batch}")
+            raise ConfigError(f"the dataset has {dataset_len} samples, fewer than train.batch_size={total_batch}; "
+                              "lower train.batch_size or add samples (data.info_dir, data.conditions)")
         self.dataset_len, self.total, self.world, self.accum, self.seed = dataset_len, total_batch, world, accum, seed
         self.per_process = total_batch // (world * accum)
         self.steps_per_epoch = dataset_len // total_batch

@@ -2,8 +2,8 @@
 and which declares its trainable and frozen parts."""
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass, field
-
 from pathlib import Path
 
 import torch
@@ -11,6 +11,7 @@ from safetensors.torch import save_file
 from torch import nn
 
 from collab_distill.models.frozen import FreezableModule
+from collab_distill.models.weights import check_finite_weights
 
 
 @dataclass
@@ -75,12 +76,25 @@ class Method(nn.Module):
             getattr(self, name).load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
 
     def export(self, weights_dir: Path) -> list[Path]:
-        """Write one ``<module>.safetensors`` per trainable module to ``weights_dir``; returns the paths."""
+        """Write one ``<module>.safetensors`` per trainable module to ``weights_dir``; returns the paths.
+
+        Every file is written to a temporary name and renamed, and nothing is written when a parameter
+        or buffer holds a NaN or an infinity.
+
+        Raises:
+            NonFiniteWeightsError: the model diverged.
+        """
+        states = {name: {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
+                  for name, module in self.trainable_modules().items()}
+        check_finite_weights({f"{name}.{k}": v for name, state in states.items() for k, v in state.items()},
+                             f"export to {weights_dir}")
         weights_dir.mkdir(parents=True, exist_ok=True)
         paths = []
-        for name, module in self.trainable_modules().items():
+        for name, state in states.items():
             path = weights_dir / f"{name}.safetensors"
-            save_file({k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}, str(path))
+            tmp = path.with_name(f".{path.name}.tmp")
+            save_file(state, str(tmp))
+            os.replace(tmp, path)
             paths.append(path)
         return paths
 

@@ -3,11 +3,11 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from safetensors.torch import load_file
 from torch import Tensor, nn
 
 from collab_distill.config import RunConfig
 from collab_distill.models import ImageEncoder
+from collab_distill.models.weights import read_state_dict
 
 
 def build_image_encoder(cfg: RunConfig) -> ImageEncoder:
@@ -21,7 +21,7 @@ def load_module_weights(module: nn.Module, folder: str | Path, name: str) -> Non
     if not path.is_file():
         raise FileNotFoundError(f"{path} not found: point method.point_weights at the weights/ folder of a "
                                 f"stage-1 run (it holds point_encoder.safetensors and head.safetensors)")
-    module.load_state_dict(load_file(str(path)))
+    module.load_state_dict(read_state_dict(path)[0])  # names the file if it is damaged or non-finite
 
 
 def pair_samples(batch: dict[str, Tensor]) -> Tensor:

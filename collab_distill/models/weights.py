@@ -9,11 +9,13 @@ correctly too.
 from __future__ import annotations
 
 import logging
+import pickle
 from pathlib import Path
+from typing import Mapping
 
 import torch
-from safetensors import safe_open
-from safetensors.torch import load_file, save_file
+from safetensors import SafetensorError, safe_open
+from safetensors.torch import save_file
 from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import Tensor
@@ -27,33 +29,83 @@ _IMG_SIZE_KEY = "img_size"
 
 
 class WeightsError(UserError, RuntimeError):
-    """A weight file is missing, unreadable or does not match the model."""
+    """A weight file is missing, unreadable, holds non-finite values or does not match the model."""
+
+
+class NonFiniteWeightsError(UserError, RuntimeError):
+    """A model about to be saved holds a NaN or an infinity (the run diverged)."""
 
 
 def read_state_dict(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
-    """Tensors and metadata of a ``.safetensors`` file, or tensors of a torch file (``weights_only``).
+    """Tensors and metadata of a ``.safetensors`` file, or tensors of a torch file (``weights_only``),
+    every floating-point tensor checked to be finite.
 
     A torch file may hold the state dict itself or wrap it under ``model`` or ``state_dict``.
 
     Raises:
-        WeightsError: the file does not exist or has an unknown suffix.
+        WeightsError: the file does not exist, has an unknown suffix, cannot be read (e.g. truncated)
+            or holds a NaN or an infinity.
     """
     path = Path(path)
     if not path.is_file():
         raise WeightsError(f"weight file not found: {path} (set 'weights' to an existing .safetensors/.pth "
                            "file, 'hub' to download timm's pretrained weights, or 'random')")
     if path.suffix == ".safetensors":
+        state, metadata = read_safetensors(path)
+    elif path.suffix in _TORCH_SUFFIXES:
+        state, metadata = _read_torch_file(path), {}
+    else:
+        raise WeightsError(f"{path}: unknown weight file suffix {path.suffix!r} "
+                           f"(expected .safetensors or one of {', '.join(_TORCH_SUFFIXES)})")
+    bad = nonfinite_names(state)
+    if bad:
+        raise WeightsError(f"{path}: {len(bad)} tensors hold NaN or inf ({_preview(bad)}); the run that wrote "
+                           "it diverged: use weights of an earlier checkpoint or train again")
+    return state, metadata
+
+
+def read_safetensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str]]:
+    """Tensors and metadata of a safetensors file, as stored (no finiteness check).
+
+    Raises:
+        WeightsError: the file is missing or damaged (truncated, not safetensors); the message names it.
+    """
+    try:
         with safe_open(str(path), framework="pt") as f:
-            metadata = f.metadata() or {}
-        return load_file(str(path)), metadata
-    if path.suffix in _TORCH_SUFFIXES:
+            return {key: f.get_tensor(key) for key in f.keys()}, f.metadata() or {}
+    except (SafetensorError, OSError) as exc:
+        raise WeightsError(f"{path}: cannot read this safetensors file ({exc}); it is damaged or "
+                           "truncated: write it again") from exc
+
+
+def _read_torch_file(path: Path) -> dict[str, Tensor]:
+    """The state dict of a torch file, unwrapped from ``model`` / ``state_dict`` if needed."""
+    try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-        for key in ("model", "state_dict"):
-            if isinstance(obj, dict) and isinstance(obj.get(key), dict):
-                obj = obj[key]
-        return obj, {}
-    raise WeightsError(f"{path}: unknown weight file suffix {path.suffix!r} "
-                       f"(expected .safetensors or one of {', '.join(_TORCH_SUFFIXES)})")
+    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:
+        reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise WeightsError(f"{path}: cannot read this torch weight file ({reason})") from exc
+    for key in ("model", "state_dict"):
+        if isinstance(obj, dict) and isinstance(obj.get(key), dict):
+            obj = obj[key]
+    return obj
+
+
+def nonfinite_names(state: Mapping[str, Tensor]) -> list[str]:
+    """Keys of the floating-point tensors of ``state`` that hold a NaN or an infinity, in key order."""
+    return [key for key, value in state.items()
+            if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+
+
+def check_finite_weights(state: Mapping[str, Tensor], what: str) -> None:
+    """Refuse to save a diverged model: raise :class:`NonFiniteWeightsError` if a parameter or buffer
+    of ``state`` holds a NaN or an infinity. ``what`` says whose state it is (e.g. "step 12")."""
+    bad = nonfinite_names(state)
+    if bad:
+        raise NonFiniteWeightsError(
+            f"{what}: training diverged, {len(bad)} parameters/buffers hold NaN or inf ({_preview(bad, 3)}); "
+            "nothing was saved. Set optim.grad_clip > 0 and --resume from an earlier checkpoint, or lower "
+            "optim.lr and train again with --overwrite (a resumed run keeps the checkpoint's lr)")
 
 
 def load_vit_weights(model: VisionTransformer, path: str | Path, strict: bool = True) -> None:
