@@ -20,12 +20,14 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal, TypeVar, Union
+from typing import Annotated, Any, Literal, TypeVar, Union
 
 import yaml
 
 from collab_distill.errors import UserError
 from collab_distill.models.config import ModelConfig
+from collab_distill.ranges import (Momentum, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range,
+                                   Severity, UnitInterval)
 
 T = TypeVar("T")
 BASE_KEY = "base"
@@ -47,15 +49,15 @@ class ExperimentConfig:
 
     name: str = "default"
     output_dir: str = "runs/default"
-    seed: int = 0
+    seed: NonNegativeInt = 0
 
 
 @dataclass
 class ImageAug:
     """Image augmentation (training only; evaluation resizes and centre-crops)."""
 
-    scale_range: tuple[float, float] = (1.0, 1.0)  # extra zoom before the crop
-    hflip_prob: float = 0.0
+    scale_range: tuple[PositiveFloat, PositiveFloat] = (1.0, 1.0)  # extra zoom before the crop
+    hflip_prob: UnitInterval = 0.0
     random_crop: bool = False                      # otherwise a centre crop
 
 
@@ -63,9 +65,9 @@ class ImageAug:
 class PointAug:
     """3D augmentation, applied after pairing (training only)."""
 
-    rotate_deg: float = 0.0                        # uniform rotation about z in [-r, r] degrees
-    flip_prob: float = 0.0                         # mirror y -> -y
-    scale_range: tuple[float, float] = (1.0, 1.0)
+    rotate_deg: NonNegativeFloat = 0.0             # uniform rotation about z in [-r, r] degrees
+    flip_prob: UnitInterval = 0.0                  # mirror y -> -y
+    scale_range: tuple[PositiveFloat, PositiveFloat] = (1.0, 1.0)
 
 
 @dataclass
@@ -77,12 +79,12 @@ class DataConfig:
     split: str = "train"
     conditions: list[str] = field(default_factory=lambda: ["clear"])  # tags kept; [all] keeps every sample
     cameras: list[str] = field(default_factory=lambda: ["random"])    # [random], [all] or channel names
-    image_size: tuple[int, int] = (224, 448)                          # (H, W)
-    min_depth: float = 1.0
-    zbuffer_cell: int = 0
-    max_points: int = 0                  # >0: random subset of the points per sample
-    voxel_size: float = 0.1              # metres
-    num_workers: int = 0
+    image_size: tuple[PositiveInt, PositiveInt] = (224, 448)          # (H, W)
+    min_depth: PositiveFloat = 1.0
+    zbuffer_cell: NonNegativeInt = 0
+    max_points: NonNegativeInt = 0       # >0: random subset of the points per sample
+    voxel_size: PositiveFloat = 0.1      # metres
+    num_workers: NonNegativeInt = 0
     augment: bool = False                # apply image_aug and point_aug
     image_aug: ImageAug = field(default_factory=ImageAug)
     point_aug: PointAug = field(default_factory=PointAug)
@@ -92,13 +94,13 @@ class DataConfig:
 class OptimConfig:
     """Optimiser and schedule (AdamW with linear warm-up and cosine decay)."""
 
-    lr: float = 1e-3
-    weight_decay: float = 1e-4
-    betas: tuple[float, float] = (0.9, 0.999)
-    warmup_steps: int = 0
-    min_lr_ratio: float = 0.0            # cosine ends at lr * min_lr_ratio
-    grad_clip: float = 0.0               # max global grad norm; 0 disables
-    layer_decay: float = 1.0             # <1: layer-wise lr decay for the ViT student's blocks
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 1e-4
+    betas: tuple[Momentum, Momentum] = (0.9, 0.999)
+    warmup_steps: NonNegativeInt = 0
+    min_lr_ratio: UnitInterval = 0.0     # cosine ends at lr * min_lr_ratio
+    grad_clip: NonNegativeFloat = 0.0    # max global grad norm; 0 disables
+    layer_decay: Annotated[float, Range(gt=0, le=1)] = 1.0  # <1: layer-wise lr decay for the ViT student's blocks
     vit_prefix: str = "student."         # parameter-name prefix of the ViT that layer_decay applies to
 
 
@@ -106,15 +108,15 @@ class OptimConfig:
 class TrainConfig:
     """Loop length and batching; ``batch_size`` is the total batch over all processes."""
 
-    epochs: int = 1
-    max_steps: int = 0                   # >0 overrides epochs (optimiser steps)
-    batch_size: int = 2                  # total over processes and accumulation steps
-    grad_accum: int = 1
+    epochs: PositiveInt = 1
+    max_steps: NonNegativeInt = 0        # >0 overrides epochs (optimiser steps)
+    batch_size: PositiveInt = 2          # total over processes and accumulation steps
+    grad_accum: PositiveInt = 1
     mixed_precision: Literal["no", "fp16", "bf16"] = "no"
-    log_every: int = 10
-    ckpt_every: int = 0                  # optimiser steps between checkpoints; 0: only at the end
-    keep_last: int = 2                   # checkpoints kept
-    max_nonfinite: int = 5               # stop after this many skipped non-finite steps
+    log_every: PositiveInt = 10
+    ckpt_every: NonNegativeInt = 0       # optimiser steps between checkpoints; 0: only at the end
+    keep_last: NonNegativeInt = 2        # checkpoints kept; 0 keeps all
+    max_nonfinite: NonNegativeInt = 5    # stop after this many skipped non-finite steps
 
 
 @dataclass
@@ -124,18 +126,18 @@ class MethodConfig:
     name: Literal["teacher_pretrain", "stage1", "stage2", "asymmetric", "self_distill", "teacher_plus"] = "stage1"
     teacher_cache: bool = False          # stage1: cache teacher patch maps (fp16) per image; needs data.augment=false
     point_weights: str = ""              # stage2: folder with the stage-1 point_encoder/head .safetensors
-    anchor_weight: float = 1.0           # stage2: point -> pixel (student at projected pixels vs 3D features)
-    patch_weight: float = 1.0            # stage2: pixel -> point (patch token vs mean 3D feature of its points);
-                                         # image-only: patch-token cosine
-    retention_weight: float = 1.0        # stage2: student vs frozen teacher on clear images
-    cls_weight: float = 1.0              # image-only: CLS-token cosine
-    attn_weight: float = 1.0             # image-only: KL of CLS->patch attention
-    attn_blocks: int = 1                 # image-only: last k blocks whose attention is matched
+    anchor_weight: NonNegativeFloat = 1.0     # stage2: point -> pixel (student at projected pixels vs 3D features)
+    patch_weight: NonNegativeFloat = 1.0      # stage2: pixel -> point (patch token vs mean 3D feature of its points);
+                                              # image-only: patch-token cosine
+    retention_weight: NonNegativeFloat = 1.0  # stage2: student vs frozen teacher on clear images
+    cls_weight: NonNegativeFloat = 1.0        # image-only: CLS-token cosine
+    attn_weight: NonNegativeFloat = 1.0       # image-only: KL of CLS->patch attention
+    attn_blocks: PositiveInt = 1              # image-only: last k blocks whose attention is matched
     degradations: list[str] = field(default_factory=lambda: [
         "fog", "rain", "snow", "night", "gaussian_noise", "shot_noise", "motion_blur", "defocus_blur", "jpeg"])
-    severities: list[int] = field(default_factory=lambda: [1, 2, 3, 4, 5])
-    ema_momentum: float = 0.0            # self_distill/teacher_plus: >0 makes the teacher an EMA of the student
-    depth_weight: float = 1.0            # teacher_pretrain: weight of the log-depth L1 next to the class CE
+    severities: list[Severity] = field(default_factory=lambda: [1, 2, 3, 4, 5])
+    ema_momentum: Momentum = 0.0              # self_distill/teacher_plus: >0 makes the teacher an EMA of the student
+    depth_weight: NonNegativeFloat = 1.0      # teacher_pretrain: weight of the log-depth L1 next to the class CE
 
 
 @dataclass
@@ -174,6 +176,15 @@ def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] 
         _set_dotted(raw, key, value)
         origins[key] = "command line"
     return _build(schema, raw, prefix="", origins=origins, default_origin=str(path or "defaults"))
+
+
+def check_config(cfg: T, where: str) -> None:
+    """Validate a schema instance built in code (types and ranges) as :func:`load_config` validates a file.
+
+    Raises:
+        ConfigError: one line naming the key, ``where`` (e.g. "synthetic config"), the rule and the value.
+    """
+    _build(type(cfg), config_to_dict(cfg), prefix="", origins={}, default_origin=where)
 
 
 def _load_yaml_tree(path: Path, origins: dict[str, str], chain: tuple[Path, ...]) -> dict[str, Any]:
@@ -260,7 +271,7 @@ def _origin(key: str, origins: dict[str, str], default: str) -> str:
 def _build(schema: type[T], raw: dict[str, Any], prefix: str, origins: dict[str, str],
            default_origin: str) -> T:
     fields = {f.name: f for f in dataclasses.fields(schema) if f.init}  # type: ignore[arg-type]
-    hints = typing.get_type_hints(schema)
+    hints = typing.get_type_hints(schema, include_extras=True)  # keeps Annotated[..., Range]
     kwargs: dict[str, Any] = {}
     for key, value in raw.items():
         dotted = f"{prefix}{key}"
@@ -278,7 +289,9 @@ def _type_name(tp: Any) -> str:
 
 
 def _coerce(tp: Any, value: Any, key: str, origins: dict[str, str], default_origin: str) -> Any:
-    """Check ``value`` against annotation ``tp`` and convert YAML forms (list -> tuple, int -> float)."""
+    """Check ``value`` against annotation ``tp`` and convert YAML forms (list -> tuple, int -> float).
+
+    ``Annotated[T, Range(...)]`` is checked as ``T``, then against each of its ranges."""
     where = _origin(key, origins, default_origin)
 
     def fail() -> typing.NoReturn:
@@ -287,6 +300,12 @@ def _coerce(tp: Any, value: Any, key: str, origins: dict[str, str], default_orig
 
     origin = typing.get_origin(tp)
     args = typing.get_args(tp)
+    if origin is Annotated:
+        value = _coerce(args[0], value, key, origins, default_origin)
+        for bound in (meta for meta in args[1:] if isinstance(meta, Range)):
+            if value not in bound:
+                raise ConfigError(f"{where}: key '{key}' must be {bound}, got {value!r}")
+        return value
     if dataclasses.is_dataclass(tp):
         if not isinstance(value, dict):
             fail()

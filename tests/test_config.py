@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
@@ -134,3 +135,76 @@ def test_cli_reports_bad_config_in_one_line(tmp_path):
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]
     assert len(lines) == 1 and "unknown key 'optim.lrr'" in lines[0] and str(bad) in lines[0]
+
+
+# ---------------------------------------------------------------------------------------------
+# Value ranges (issue 14, 3.4): declared in the schemas, one line naming key, origin, range, value
+# ---------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("override, rule", [
+    ("train.batch_size=0", "must be >= 1, got 0"),
+    ("train.batch_size=-1", "must be >= 1, got -1"),
+    ("train.grad_accum=0", "must be >= 1, got 0"),
+    ("train.log_every=0", "must be >= 1, got 0"),
+    ("train.max_steps=-5", "must be >= 0, got -5"),
+    ("train.epochs=0", "must be >= 1, got 0"),
+    ("data.voxel_size=0", "must be > 0, got 0.0"),
+    ("optim.lr=-1e-3", "must be > 0, got -0.001"),
+    ("optim.lr=.nan", "must be > 0, got nan"),
+    ("optim.betas=[0.9,1.0]", "must be in [0, 1), got 1.0"),
+    ("data.image_aug.hflip_prob=1.5", "must be in [0, 1], got 1.5"),
+    ("method.severities=[1,6]", "must be in [1, 5], got 6"),
+    ("method.anchor_weight=-1", "must be >= 0, got -1.0"),
+    ("model.point.enc_widths=[16,0]", "must be >= 1, got 0"),
+])
+def test_out_of_range_values_are_one_line_naming_key_range_and_value(override, rule):
+    key = override.split("=")[0]
+    if override.startswith(("optim.betas", "method.severities", "model.point.enc_widths")):
+        key += "[1]"
+    with pytest.raises(ConfigError) as err:
+        load_config(None, [override])
+    assert str(err.value) == f"command line: key '{key}' {rule}"
+
+
+def test_out_of_range_value_in_a_file_names_the_file(tmp_path):
+    path = _write(tmp_path / "run.yaml", "data:\n  voxel_size: 0\n")
+    with pytest.raises(ConfigError, match=rf"^{path}: key 'data.voxel_size' must be > 0, got 0.0$"):
+        load_config(path)
+
+
+def test_every_schema_declares_its_ranges():
+    from collab_distill.defense.study import ASVPStudyConfig
+    from collab_distill.probe.config import ProbeConfig
+    from collab_distill.probe.lidar import LidarProbeConfig
+    from data_prep.synthetic.config import SyntheticConfig
+
+    for schema, override in ((ProbeConfig, "train.batch_size=0"), (ProbeConfig, "head.num_bins=1"),
+                             (LidarProbeConfig, "batch_points=0"), (LidarProbeConfig, "epochs=0"),
+                             (SyntheticConfig, "jpeg_quality=101"), (SyntheticConfig, "weather.severity=0"),
+                             (SyntheticConfig, "samples_per_scene=41"), (ASVPStudyConfig, "threads=0"),
+                             (ASVPStudyConfig, "restoration.teacher.steps=0"), (ASVPStudyConfig, "encoder.distill_lr=0")):
+        with pytest.raises(ConfigError, match=rf"^command line: key '{re.escape(override.split('=')[0])}' must be "):
+            load_config(None, [override], schema=schema)
+
+
+def test_defaults_are_in_range_and_code_built_configs_are_checked():
+    from collab_distill.config import check_config
+    from collab_distill.defense.study import ASVPStudyConfig
+    from collab_distill.probe.config import ProbeConfig
+    from collab_distill.probe.lidar import LidarProbeConfig
+    from data_prep.synthetic.config import SyntheticConfig, validate_config
+
+    for schema in (RunConfig, ProbeConfig, LidarProbeConfig, SyntheticConfig, ASVPStudyConfig):
+        check_config(schema(), "defaults")
+    with pytest.raises(ConfigError, match=r"^synthetic config: key 'scenes' must be >= 1, got 0$"):
+        validate_config(SyntheticConfig(scenes=0))
+
+
+def test_train_tool_refuses_a_negative_batch_before_making_the_run_folder(tmp_path):
+    out = tmp_path / "run"
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "train_stage1.py"), "--config",
+                           str(REPO / "configs" / "stage1" / "synthetic.yaml"), "train.batch_size=-1",
+                           f"experiment.output_dir={out}"], capture_output=True, text=True, cwd=REPO)
+    lines = [line for line in proc.stderr.splitlines() if line.strip()]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "key 'train.batch_size' must be >= 1, got -1" in lines[0]
+    assert not out.exists()

@@ -38,6 +38,7 @@ from collab_distill.probe.encoder import load_encoder
 from collab_distill.probe.features import precompute
 from collab_distill.probe.run import build_task, build_views
 from collab_distill.probe.train import evaluate, train_head
+from collab_distill.ranges import PositiveFloat, PositiveInt
 from collab_distill.restoration.distill import record_outputs
 
 log = logging.getLogger(__name__)
@@ -55,10 +56,10 @@ class EncoderStudyConfig:
     teacher_weights: str = "random"                       # a trained encoder when one exists
     student: str = "vit_pico_patch14_cpu"
     asvp: ASVPConfig = field(default_factory=lambda: ASVPConfig(layers=["vit.blocks.5"], h=2.0))  # placement: both run
-    distill_steps: int = 200
-    distill_batch: int = 8
-    distill_lr: float = 1e-3
-    probe_iterations: int = 200
+    distill_steps: PositiveInt = 200
+    distill_batch: PositiveInt = 8
+    distill_lr: PositiveFloat = 1e-3
+    probe_iterations: PositiveInt = 200
 
     def __post_init__(self) -> None:
         if len(self.asvp.layers) != 1:

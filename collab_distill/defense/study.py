@@ -30,6 +30,7 @@ import yaml
 from collab_distill.config import ConfigError, ExperimentConfig, config_to_dict, git_revision, load_config
 from collab_distill.defense.encoder_study import EncoderStudyConfig, encoder_markdown, run_encoder_study
 from collab_distill.errors import UserError
+from collab_distill.ranges import PositiveInt
 from collab_distill.restoration.study import RestorationStudyConfig, restoration_markdown, run_restoration_study
 from data_prep.synthetic.config import MARKER, SyntheticConfig
 
@@ -56,10 +57,10 @@ class ASVPStudyConfig:
     experiment: ExperimentConfig = field(default_factory=lambda: ExperimentConfig(name="asvp_study",
                                                                                   output_dir="runs/asvp_study"))
     parts: list[Part] = field(default_factory=lambda: list(PARTS))
-    threads: int = 1                     # torch threads; 1 is fastest on a CPU shared with other jobs
+    threads: PositiveInt = 1             # torch threads; 1 is fastest on a CPU shared with other jobs
     data_root: str = ""                  # existing set with paired clear renders; "" = <output_dir>/data
     data: SyntheticConfig = field(default_factory=_study_data)   # what is generated when the set is missing
-    workers: int = 2                     # generation processes
+    workers: PositiveInt = 2             # generation processes
     restoration: RestorationStudyConfig = field(default_factory=RestorationStudyConfig)
     encoder: EncoderStudyConfig = field(default_factory=EncoderStudyConfig)
 

@@ -7,6 +7,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from collab_distill.ranges import NonNegativeInt, PositiveInt
+
 #: ``ImageEncoderConfig.weights`` values that are not file paths.
 WEIGHTS_HUB = "hub"
 WEIGHTS_RANDOM = "random"
@@ -37,12 +39,12 @@ class PointEncoderConfig:
     width is ``dec_widths[-1]``.
     """
 
-    in_channels: int = 4             # x, y, z, intensity (voxel means; the voxel size is data.voxel_size)
-    stem_width: int = 16
-    enc_widths: list[int] = field(default_factory=lambda: [16, 32, 64, 64])
-    enc_depths: list[int] = field(default_factory=lambda: [1, 1, 1, 1])
-    dec_widths: list[int] = field(default_factory=lambda: [64, 32, 32, 32])
-    dec_depths: list[int] = field(default_factory=lambda: [1, 1, 1, 1])
+    in_channels: PositiveInt = 4     # x, y, z, intensity (voxel means; the voxel size is data.voxel_size)
+    stem_width: PositiveInt = 16
+    enc_widths: list[PositiveInt] = field(default_factory=lambda: [16, 32, 64, 64])
+    enc_depths: list[NonNegativeInt] = field(default_factory=lambda: [1, 1, 1, 1])
+    dec_widths: list[PositiveInt] = field(default_factory=lambda: [64, 32, 32, 32])
+    dec_depths: list[PositiveInt] = field(default_factory=lambda: [1, 1, 1, 1])  # >= 1: they fuse the skip
 
 
 @dataclass
@@ -50,7 +52,7 @@ class HeadConfig:
     """Projection head from an encoder's width to the teacher's width."""
 
     kind: Literal["linear", "mlp"] = "linear"
-    hidden_dim: int = 0              # MLP hidden width; 0 means the output width
+    hidden_dim: NonNegativeInt = 0   # MLP hidden width; 0 means the output width
 
 
 @dataclass

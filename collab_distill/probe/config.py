@@ -9,11 +9,12 @@ Every field here is written into each result JSON (the probe recipe).
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal
+from typing import Annotated, Literal
 
-from collab_distill.config import DataConfig, ExperimentConfig
+from collab_distill.config import DataConfig, ExperimentConfig, check_config
 from collab_distill.errors import UserError
 from collab_distill.models.config import ModelConfig
+from collab_distill.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range
 
 
 class ProbeError(UserError, ValueError):
@@ -32,25 +33,25 @@ class ProbeHeadConfig:
     blocks: list[int] = field(default_factory=lambda: [-1])  # concatenated; negative counts from the end
     norm: bool = True                # final LayerNorm on the tokens of every block
     cls_token: bool = False          # concatenate each block's CLS token to every patch token
-    upsample: int = 1                # bilinear upsampling of the token map before the 1x1 conv
+    upsample: PositiveInt = 1        # bilinear upsampling of the token map before the 1x1 conv
     batch_norm: bool = True          # BatchNorm2d before the 1x1 conv
-    num_bins: int = 256              # depth: uniform bins in [min_depth, max_depth]
-    min_depth: float = 0.001         # depth: metres; predictions are clamped to the range at evaluation
-    max_depth: float = 80.0          # depth: metres; also the largest ground truth that counts
+    num_bins: Annotated[int, Range(ge=2)] = 256  # depth: uniform bins in [min_depth, max_depth]
+    min_depth: PositiveFloat = 0.001  # depth: metres; predictions are clamped to the range at evaluation
+    max_depth: PositiveFloat = 80.0   # depth: metres; also the largest ground truth that counts
 
 
 @dataclass
 class ProbeTrainConfig:
     """The head's optimisation: AdamW, linear warm-up then cosine decay, per iteration."""
 
-    iterations: int = 1000
-    batch_size: int = 8              # images per step
-    lr: float = 1.0e-3
-    weight_decay: float = 1.0e-4
-    warmup: int = 50                 # iterations of linear warm-up
-    gradient_loss_weight: float = 0.5  # depth: SigLoss + w * gradient loss
-    max_samples: int = 0             # >0: a seeded subset of the training samples (keyframes or folder images)
-    feature_batch: int = 2           # samples per encoder call (a keyframe brings each of its cameras)
+    iterations: PositiveInt = 1000
+    batch_size: PositiveInt = 8      # images per step
+    lr: PositiveFloat = 1.0e-3
+    weight_decay: NonNegativeFloat = 1.0e-4
+    warmup: NonNegativeInt = 50      # iterations of linear warm-up
+    gradient_loss_weight: NonNegativeFloat = 0.5  # depth: SigLoss + w * gradient loss
+    max_samples: NonNegativeInt = 0  # >0: a seeded subset of the training samples (keyframes or folder images)
+    feature_batch: PositiveInt = 2   # samples per encoder call (a keyframe brings each of its cameras)
 
 
 @dataclass
@@ -60,7 +61,7 @@ class ProbeEvalConfig:
     split: str = "val"
     conditions: list[str] = field(default_factory=lambda: ["all"])  # samples evaluated; results are per tag
     fidelity: bool = True            # cosine between the encoder (adverse) and the teacher (clear render)
-    showcase: int = 2                # views per condition set saved for the report's figures (0: none)
+    showcase: NonNegativeInt = 2     # views per condition set saved for the report's figures (0: none)
 
 
 @dataclass
@@ -75,10 +76,10 @@ class FolderConfig:
     """A generic folder set instead of nuScenes-format data (see docs/probes.md for the layout)."""
 
     root: str = ""                   # non-empty: read <root>/<split>/images + labels/ or depth/
-    num_classes: int = 0             # seg: number of classes (label values 0..num_classes-1)
+    num_classes: NonNegativeInt = 0  # seg: number of classes (label values 0..num_classes-1)
     class_names: list[str] = field(default_factory=list)
     ignore_index: int = 255          # seg: label value of unlabelled pixels
-    depth_scale: float = 256.0       # depth: PNG value per metre (KITTI 256, NYUv2 1000); 0 = invalid
+    depth_scale: PositiveFloat = 256.0  # depth: PNG value per metre (KITTI 256, NYUv2 1000); 0 = invalid
 
 
 @dataclass
@@ -109,19 +110,17 @@ def protocol_name(cfg: ProbeConfig) -> str:
 
 
 def check_probe_config(cfg: ProbeConfig, patch_size: int = 14) -> None:
-    """Raise :class:`ProbeError` for settings that would fail later (or silently mean nothing)."""
+    """Raise :class:`ProbeError` for settings that would fail later (or silently mean nothing); a value
+    out of its schema range is a ``ConfigError``, also for a config built in code."""
+    check_config(cfg, "probe config")
     height, width = cfg.data.image_size
     if height % patch_size or width % patch_size:
         raise ProbeError(f"data.image_size {[height, width]} must be multiples of the patch size {patch_size}")
-    if cfg.train.iterations < 1 or cfg.train.batch_size < 1:
-        raise ProbeError("train.iterations and train.batch_size must be >= 1")
-    if cfg.head.upsample < 1 or not cfg.head.blocks:
-        raise ProbeError("head.upsample must be >= 1 and head.blocks non-empty")
-    if cfg.task == "depth" and not 0 < cfg.head.min_depth < cfg.head.max_depth:
-        raise ProbeError(f"depth range needs 0 < head.min_depth < head.max_depth, got "
+    if not cfg.head.blocks:
+        raise ProbeError("head.blocks must name at least one block")
+    if cfg.task == "depth" and not cfg.head.min_depth < cfg.head.max_depth:
+        raise ProbeError(f"depth range needs head.min_depth < head.max_depth, got "
                          f"{cfg.head.min_depth}, {cfg.head.max_depth}")
-    if cfg.task == "depth" and cfg.head.num_bins < 2:
-        raise ProbeError("head.num_bins must be >= 2")
     if cfg.eval.fidelity and not cfg.folder.root and not cfg.model.image.weights:
         raise ProbeError("eval.fidelity needs the teacher: set model.image.weights (--teacher) or eval.fidelity=false")
     if cfg.folder.root and cfg.task == "seg" and cfg.folder.num_classes < 1:

@@ -30,6 +30,7 @@ from collab_distill.models import sample_features
 from collab_distill.models.config import ModelConfig
 from collab_distill.probe.metrics import MIOU_CONVENTION, ConfusionMatrix
 from collab_distill.probe.results import finite_or_none
+from collab_distill.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 CLASSES = COARSE_CLASSES[1:]  # the 16 evaluation classes; coarse 0 is "ignore"
 IGNORE = 255
@@ -45,11 +46,11 @@ class LidarProbeConfig:
     point_weights: str = ""
     train_split: str = "train"
     eval_split: str = "val"
-    epochs: int = 30
-    lr: float = 1e-3
-    weight_decay: float = 0.003
-    batch_points: int = 65536          # points per optimiser step
-    seed: int = 0
+    epochs: PositiveInt = 30
+    lr: PositiveFloat = 1e-3
+    weight_decay: NonNegativeFloat = 0.003
+    batch_points: PositiveInt = 65536  # points per optimiser step
+    seed: NonNegativeInt = 0
     agreement: bool = True             # also compute the stage-1 / teacher cosine per condition
 
 

@@ -19,6 +19,7 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from collab_distill.defense import DefendedOutput
+from collab_distill.ranges import PositiveFloat, PositiveInt
 from collab_distill.restoration.data import PairedImages, random_crops
 from collab_distill.restoration.metrics import psnr, ssim
 
@@ -30,10 +31,10 @@ Source = Callable[[Tensor], DefendedOutput]
 class TrainSettings:
     """One training run: Adam with a cosine decay to 5 % of ``lr``, random aligned crops."""
 
-    steps: int = 300
-    batch: int = 8
-    crop: int = 48
-    lr: float = 2e-3
+    steps: PositiveInt = 300
+    batch: PositiveInt = 8
+    crop: PositiveInt = 48
+    lr: PositiveFloat = 2e-3
 
 
 @contextlib.contextmanager

@@ -23,6 +23,7 @@ from typing import Any
 import torch
 
 from collab_distill.defense import ASVPConfig, ASVPDefense, as_matrices, perturb, spectrum
+from collab_distill.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from collab_distill.restoration.data import PairedImages, load_task
 from collab_distill.restoration.distill import (Attacker, Source, TrainSettings, distill_lockstep, evaluate,
                                                 plain_source, record_outputs, train_restorer)
@@ -38,17 +39,17 @@ class RestorationStudyConfig:
     """Sizes of the restoration study (defaults: about a minute and a half per task on one core)."""
 
     tasks: list[str] = field(default_factory=lambda: ["fog", "rain", "night"])
-    test_scenes: int = 1                                  # last scenes (by name) of each condition
-    test_images: int = 9                                  # evenly spaced test pairs scored (0: all)
-    teacher_widths: tuple[int, int, int] = (16, 32, 64)
-    student_widths: tuple[int, int, int] = (8, 16, 32)
+    test_scenes: PositiveInt = 1                          # last scenes (by name) of each condition
+    test_images: NonNegativeInt = 9                       # evenly spaced test pairs scored (0: all)
+    teacher_widths: tuple[PositiveInt, PositiveInt, PositiveInt] = (16, 32, 64)
+    student_widths: tuple[PositiveInt, PositiveInt, PositiveInt] = (8, 16, 32)
     teacher: TrainSettings = field(default_factory=lambda: TrainSettings(steps=250))
     student: TrainSettings = field(default_factory=lambda: TrainSettings(steps=150))
-    feature_weight: float = 1.0                           # attacker: weight of the feature term
+    feature_weight: NonNegativeFloat = 1.0                # attacker: weight of the feature term
     relative_features: bool = True                        # attacker: feature error relative to the target's energy
     asvp: ASVPConfig = field(default_factory=lambda: ASVPConfig(layers=["mid", "dec1"], h=2.0))  # placement: both run
-    h_sweep: list[float] = field(default_factory=lambda: [1.5, 4.0, 8.0])  # inline teacher only, besides asvp.h
-    eval_batch: int = 6
+    h_sweep: list[PositiveFloat] = field(default_factory=lambda: [1.5, 4.0, 8.0])  # inline teacher only, besides asvp.h
+    eval_batch: PositiveInt = 6
 
     def __post_init__(self) -> None:
         if unknown := [n for n in self.asvp.layers if n not in STAGES]:

@@ -9,8 +9,10 @@ from __future__ import annotations
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Annotated
 
-from collab_distill.config import ConfigError
+from collab_distill.config import ConfigError, check_config
+from collab_distill.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range
 
 #: Words a condition is made of. ``clear`` stands alone; ``night`` combines with one weather word.
 CONDITION_WORDS = ("clear", "night", "rain", "fog", "snow")
@@ -66,12 +68,12 @@ class WeatherConfig:
     Each scene draws its own severity as ``severity * U(0.75, 1.25)`` from the scene seed.
     """
 
-    severity: float = 1.0
-    night_photons: float = 150.0      # photo-electrons per unit linear radiance at night (day: x40)
-    read_noise: float = 0.012         # Gaussian read noise, in units of full scale
-    rain_rate_mm_h: float = 25.0      # rainfall rate
-    fog_visibility_m: float = 60.0    # meteorological optical range; divided by the severity
-    snow_rate_mm_h: float = 4.0       # liquid-water-equivalent snowfall rate
+    severity: PositiveFloat = 1.0
+    night_photons: PositiveFloat = 150.0     # photo-electrons per unit linear radiance at night (day: x40)
+    read_noise: NonNegativeFloat = 0.012     # Gaussian read noise, in units of full scale
+    rain_rate_mm_h: NonNegativeFloat = 25.0  # rainfall rate
+    fog_visibility_m: PositiveFloat = 60.0   # meteorological optical range; divided by the severity
+    snow_rate_mm_h: NonNegativeFloat = 4.0   # liquid-water-equivalent snowfall rate
 
 
 @dataclass
@@ -79,16 +81,16 @@ class SyntheticConfig:
     """Content of a synthetic nuScenes-format dataset. Same config -> byte-identical files."""
 
     version: str = "v1.0-mini"
-    scenes: int = 10
-    samples_per_scene: int = 10
-    image_size: tuple[int, int] = (448, 252)  # (width, height)
+    scenes: PositiveInt = 10
+    samples_per_scene: Annotated[int, Range(ge=1, le=40)] = 10  # at most 20 s of driving
+    image_size: tuple[int, int] = (448, 252)  # (width, height); checked by validate_config
     conditions: list[str] = field(default_factory=lambda: ["clear", "night", "rain", "fog", "snow",
                                                            "night+rain"])
     val_conditions: list[str] = field(default_factory=list)  # one val scene per entry; empty: in proportion
     paired_clear: bool = False
     dense_maps: bool = False
-    seed: int = 0
-    jpeg_quality: int = 90
+    seed: NonNegativeInt = 0
+    jpeg_quality: Annotated[int, Range(ge=1, le=100)] = 90
     weather: WeatherConfig = field(default_factory=WeatherConfig)
 
     def parsed_conditions(self) -> list[Condition]:
@@ -97,7 +99,8 @@ class SyntheticConfig:
 
 
 def validate_config(cfg: SyntheticConfig) -> None:
-    """Reject impossible settings with one :class:`ConfigError` line."""
+    """Reject impossible settings with one :class:`ConfigError` line (value ranges: the schema's)."""
+    check_config(cfg, "synthetic config")
     if cfg.version not in VERSIONS:
         raise ConfigError(f"unknown version '{cfg.version}' (use {' or '.join(VERSIONS)})")
     width, height = cfg.image_size
@@ -106,11 +109,6 @@ def validate_config(cfg: SyntheticConfig) -> None:
     if width > MAX_IMAGE_SIZE[0] or height > MAX_IMAGE_SIZE[1]:
         raise ConfigError(f"image size {width}x{height} exceeds the nuScenes size "
                           f"{MAX_IMAGE_SIZE[0]}x{MAX_IMAGE_SIZE[1]}")
-    if cfg.scenes <= 0 or cfg.samples_per_scene <= 0:
-        raise ConfigError(f"scenes and samples per scene must be positive, got {cfg.scenes} and "
-                          f"{cfg.samples_per_scene}")
-    if cfg.samples_per_scene > 40:
-        raise ConfigError(f"at most 40 samples per scene (20 s of driving), got {cfg.samples_per_scene}")
     if not cfg.conditions:
         raise ConfigError("conditions must name at least one condition")
     cfg.parsed_conditions()
@@ -119,10 +117,6 @@ def validate_config(cfg: SyntheticConfig) -> None:
     if cfg.val_conditions and len(cfg.val_conditions) >= cfg.scenes:
         raise ConfigError(f"val_conditions names {len(cfg.val_conditions)} val scenes; scenes ({cfg.scenes}) "
                           "must leave at least one for train")
-    if not 1 <= cfg.jpeg_quality <= 100:
-        raise ConfigError(f"jpeg_quality must be in 1..100, got {cfg.jpeg_quality}")
-    if cfg.weather.severity <= 0:
-        raise ConfigError(f"weather.severity must be positive, got {cfg.weather.severity}")
 
 
 #: File at the root of every generated dataset; its presence allows ``overwrite`` to clear a folder.
