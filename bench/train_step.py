@@ -65,9 +65,14 @@ def timed_forwards(method: "torch.nn.Module", sync: Callable[[], None]) -> dict[
     return totals
 
 
-def child(args: argparse.Namespace) -> None:
-    """Run one variant and print a JSON line with its numbers."""
+def build_step(info_dir: Path, overrides: list[str], n_batches: int, batch_size: int, device_name: str
+               ) -> tuple[Callable[[dict], list[float]], list[dict], "torch.nn.Module", Callable[[], None]]:
+    """The method of ``configs/stage1/synthetic.yaml`` + ``overrides`` (seed 0) with its optimiser, and
+    ``n_batches`` pre-collated batches of ``batch_size`` samples on ``device_name``. Returns ``(step,
+    batches, method, sync)``: ``step(batch)`` runs one optimiser step and returns the seconds of its
+    forward, backward and optimiser phases; ``sync()`` waits for the device."""
     import torch
+    from accelerate.utils import send_to_device
 
     from collab_distill.config import load_config
     from collab_distill.data.collate import Collate
@@ -75,22 +80,17 @@ def child(args: argparse.Namespace) -> None:
     from collab_distill.engine.optim import build_optimizer
     from collab_distill.methods.registry import build_method
 
-    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
-    cfg = load_config(REPO / "configs" / "stage1" / "synthetic.yaml",
-                      [f"data.info_dir={args.info_dir}", *args.overrides])
-    device = torch.device(args.device)
+    cfg = load_config(REPO / "configs" / "stage1" / "synthetic.yaml", [f"data.info_dir={info_dir}", *overrides])
+    device = torch.device(device_name)
     dataset = PairedDataset(cfg.data, seed=0)
     collate = Collate(cfg.data.voxel_size)
-    n = min(len(dataset), args.batches * args.batch_size)
-    batches = [collate([dataset[i] for i in range(j, j + args.batch_size)]) for j in range(0, n, args.batch_size)]
-    from accelerate.utils import send_to_device
-
-    batches = [send_to_device(b, device) for b in batches]
+    n = min(len(dataset), n_batches * batch_size)
+    batches = [send_to_device(collate([dataset[i] for i in range(j, j + batch_size)]), device)
+               for j in range(0, n, batch_size)]
     method = build_method(cfg).to(device)
     method.train()
     optimizer = build_optimizer(method, cfg.optim)
-
     sync = torch.cuda.synchronize if device.type == "cuda" else (lambda: None)
 
     def step(batch: dict) -> list[float]:
@@ -107,6 +107,17 @@ def child(args: argparse.Namespace) -> None:
         sync()
         return [t1 - t0, t2 - t1, time.perf_counter() - t2]
 
+    return step, batches, method, sync
+
+
+def child(args: argparse.Namespace) -> None:
+    """Run one variant and print a JSON line with its numbers."""
+    import torch
+
+    torch.set_num_threads(args.threads)
+    step, batches, method, sync = build_step(args.info_dir, args.overrides, args.batches, args.batch_size,
+                                             args.device)
+    device = torch.device(args.device)
     for batch in batches:  # warm-up: spconv algorithm tuning, the teacher cache
         step(batch)
     if device.type == "cuda":

@@ -20,6 +20,7 @@ a finished study, or one run with other settings, is refused unless --overwrite.
 """
 from __future__ import annotations
 
+from collab_distill.threads import set_thread_defaults; set_thread_defaults()  # noqa: E702 (before torch loads)
 import argparse
 import sys
 

@@ -17,6 +17,7 @@ Examples:
   scripts/run.sh --seeds 0 1 2       # three seeds and their mean +- std (docs/results.md)
   scripts/run.sh --teacher-weights dinov2_vits14.pth --teacher-model vit_small_patch14_dinov2
 """
+from collab_distill.threads import set_thread_defaults; set_thread_defaults()  # noqa: E702 (before torch loads)
 import argparse
 import json
 from pathlib import Path

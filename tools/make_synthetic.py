@@ -15,6 +15,7 @@ Settings come from the schema defaults, then --config, then the flags (and --set
 """
 from __future__ import annotations
 
+from collab_distill.threads import set_thread_defaults; set_thread_defaults()  # noqa: E702 (before torch loads)
 import argparse
 import sys
 from pathlib import Path

@@ -11,6 +11,7 @@ Examples:
   python tools/prepare_nuscenes.py --dataroot /data/nuscenes --version v1.0-trainval --out infos --workers 8
   python tools/prepare_nuscenes.py ... --check 5      # compare 5 samples with the devkit, write overlays
 """
+from collab_distill.threads import set_thread_defaults; set_thread_defaults()  # noqa: E702 (before torch loads)
 import argparse
 import logging
 import sys

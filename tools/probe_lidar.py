@@ -10,6 +10,7 @@ Examples:
       data.info_dir=data/synthetic/infos model.image.weights=runs/teacher/weights/teacher_vit.safetensors
   python tools/probe_lidar.py --out runs/probes/random/lidar_seg.json ...   # the random-init floor
 """
+from collab_distill.threads import set_thread_defaults; set_thread_defaults()  # noqa: E702 (before torch loads)
 import argparse
 import sys
 from pathlib import Path

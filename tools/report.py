@@ -9,6 +9,7 @@ Examples:
   python tools/report.py runs/probes/teacher/seg.json runs/probes/stage2/seg.json --out reports/cmp
   python tools/report.py runs/probes --order teacher,stage2,asymmetric
 """
+from collab_distill.threads import set_thread_defaults; set_thread_defaults()  # noqa: E702 (before torch loads)
 import argparse
 import sys
 

@@ -3,6 +3,7 @@
 
 Example: python tools/show_config.py configs/base.yaml optim.lr=1e-4
 """
+from collab_distill.threads import set_thread_defaults; set_thread_defaults()  # noqa: E702 (before torch loads)
 import argparse
 
 import yaml

@@ -1,5 +1,6 @@
 #!/usr/bin/env python
 """Stage 2: distil the aligned, frozen LiDAR features into a 2D student on all conditions."""
+from collab_distill.threads import set_thread_defaults; set_thread_defaults()  # noqa: E702 (before torch loads)
 from collab_distill.cli import train_main
 
 if __name__ == "__main__":

@@ -1,0 +1,265 @@
+#!/usr/bin/env python
+"""Benchmark: does a CPU stage-1 step stall when other jobs share the cores? (target: <= 2.5x idle)
+
+One command, about 3 minutes on 2 cores. It generates the tiny synthetic world (configs/synthetic/
+tiny.yaml) in a temporary folder, then runs each OpenMP configuration in its own child process
+(OpenMP reads its settings when torch loads, so they must be in place before ``import torch``):
+
+* ``old default``: a clean environment (no ``OMP_*``/``GOMP_*``/``MKL_*``/``KMP_*``), torch's own
+  thread count, libgomp's default spinning wait: what the tools did before.
+* ``new default``: the same clean environment, then what every tool now calls first,
+  :func:`collab_distill.threads.set_thread_defaults` (``OMP_WAIT_POLICY=PASSIVE``).
+* ``1 thread``: ``OMP_NUM_THREADS=1`` plus the new defaults: the old advice, and what cutting the
+  thread count under load would give.
+
+Each child builds the stage-1 step of ``bench/train_step.py`` (teacher cache on, all six cameras as
+in the main job) and warms it up. Then, ``--rounds`` times: an idle phase, then a loaded phase with
+``--load-procs`` busy-loop processes next to it (default: one per CPU this process may use); the
+phases alternate so that a busy spell of a shared machine does not land on one of them only. A
+phase times ``--steps`` steps, or fewer once ``--phase-seconds`` have passed (a stalled step can
+take a minute). The busy loops end by themselves after a fixed time and are killed when their phase
+ends, also on an error or Ctrl-C. Reported per configuration: every step time, the median idle and
+loaded step, their ratio (the target is on the new default) and the idle median against the old
+default's (the new default must not make an idle machine slower). The 1-minute load average is
+recorded before the run and after each phase: when it is above ~0.5 before the run, other jobs were
+running and the "idle" steps were not idle.
+
+  python bench/stall.py                       # writes bench/results/stall.json and stall.md
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import statistics
+import subprocess
+import sys
+import tempfile
+import time
+from pathlib import Path
+from typing import IO, Sequence
+
+from train_step import REPO, build_step
+
+TARGET = 2.5  # loaded / idle median step of the new default
+STEP_OVERRIDES = ["method.name=stage1", "method.teacher_cache=true", "data.cameras=[all]"]
+# Variables that change OpenMP/MKL threading: none reaches a child unless its configuration sets it.
+THREADING_PREFIXES = ("OMP_", "GOMP_", "KMP_", "MKL_")
+CONFIGS: dict[str, dict] = {
+    "old default": {"thread_defaults": False, "env": {}},
+    "new default": {"thread_defaults": True, "env": {}},
+    "1 thread": {"thread_defaults": True, "env": {"OMP_NUM_THREADS": "1"}},
+}
+# A busy loop that stops by itself after argv[1] seconds, should the benchmark die without killing it.
+BUSY_LOOP = "import sys, time\nend = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end:\n    pass\n"
+# What a child prints when it wants the load started or stopped; it waits for the parent's answer line.
+START_LOAD, STOP_LOAD = "start load", "stop load"
+
+
+def cpu_model() -> str:
+    """The CPU's model name, as ``lscpu`` reports it (its source, /proc/cpuinfo), else platform's guess."""
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def timed_steps(step, batches: list[dict], count: int, budget_s: float) -> list[float]:
+    """Seconds of up to ``count`` steps cycling over ``batches``, stopping once ``budget_s`` have passed
+    (at least one step)."""
+    times: list[float] = []
+    start = time.perf_counter()
+    while len(times) < count and (not times or time.perf_counter() - start < budget_s):
+        times.append(sum(step(batches[len(times) % len(batches)])))
+    return times
+
+
+def ask_parent(request: str) -> None:
+    """Print ``request`` for the parent and wait until it has been carried out."""
+    print(request, flush=True)
+    sys.stdin.readline()
+
+
+def child(args: argparse.Namespace) -> None:
+    """One configuration: ``--rounds`` times an idle phase then a loaded one (the parent starts and
+    stops the load on request); prints one JSON line."""
+    torch_was_loaded = "torch" in sys.modules  # the point of the exercise: must be False here
+    if CONFIGS[args.config]["thread_defaults"]:
+        from collab_distill.threads import set_thread_defaults
+
+        set_thread_defaults()
+    import torch
+
+    step, batches, _, _ = build_step(args.info_dir, STEP_OVERRIDES, 1, args.batch_size, "cpu")
+    step(batches[0])  # warm-up: spconv's algorithm choice, the teacher cache
+    idle: list[float] = []
+    loaded: list[float] = []
+    for _ in range(args.rounds):  # alternated, so that a busy spell of a shared machine hits both phases
+        idle += timed_steps(step, batches, args.steps, args.phase_seconds)
+        ask_parent(START_LOAD)
+        loaded += timed_steps(step, batches, args.steps, args.phase_seconds)
+        ask_parent(STOP_LOAD)
+    env = {k: v for k, v in os.environ.items() if k.startswith(THREADING_PREFIXES)}
+    print(json.dumps({"idle_s": idle, "loaded_s": loaded, "threads": torch.get_num_threads(), "env": env,
+                      "torch": torch.__version__,
+                      "torch_loaded_before_defaults": torch_was_loaded}), flush=True)
+
+
+def start_load(procs: int, seconds: float) -> list[subprocess.Popen]:
+    """``procs`` busy-loop processes that stop by themselves after ``seconds``."""
+    return [subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(seconds)]) for _ in range(procs)]
+
+
+def stop(procs: Sequence[subprocess.Popen]) -> None:
+    """Kill ``procs`` (those still running) and reap them."""
+    for p in procs:
+        if p.poll() is None:
+            p.kill()
+    for p in procs:
+        p.wait()
+
+
+def read_line(proc: subprocess.Popen, name: str, stderr: IO[str]) -> str:
+    """The child's next stdout line; a child that ended instead is an error showing its stderr."""
+    line = proc.stdout.readline()
+    if not line:
+        proc.wait()
+        stderr.seek(0)
+        raise RuntimeError(f"{name}: the child exited with {proc.returncode}:\n{stderr.read()[-3000:]}")
+    return line.strip()
+
+
+def run_config(name: str, info_dir: Path, args: argparse.Namespace) -> dict:
+    """Run configuration ``name`` in a child with a clean threading environment, starting and stopping
+    the load when it asks; its numbers and the 1-minute load average at each phase change."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(THREADING_PREFIXES)}
+    env.update(CONFIGS[name]["env"], HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, __file__, "--child", name, "--info-dir", str(info_dir), "--steps", str(args.steps),
+           "--rounds", str(args.rounds), "--batch-size", str(args.batch_size),
+           "--phase-seconds", str(args.phase_seconds)]
+    load: list[subprocess.Popen] = []
+    loads = [["start", os.getloadavg()[0]]]
+    # stderr to a file: a chatty child must not block on a full pipe while the parent waits on stdout
+    stderr = tempfile.TemporaryFile("w+")
+    proc = subprocess.Popen(cmd, stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=stderr, text=True,
+                            env=env, cwd=REPO)
+    try:
+        while (line := read_line(proc, name, stderr)) in (START_LOAD, STOP_LOAD):
+            loads.append([line, os.getloadavg()[0]])
+            if line == START_LOAD:
+                # the loops outlive a normal loaded phase (and its last step) but not a forgotten one
+                load = start_load(args.load_procs, 4 * args.phase_seconds + 120)
+            else:
+                stop(load)
+            proc.stdin.write("done\n")
+            proc.stdin.flush()
+        result = json.loads(line)
+    finally:
+        stop(load)
+        stop([proc])
+        stderr.close()
+    return {**result, "load_1min": loads}
+
+
+def summarise(runs: dict[str, dict]) -> dict[str, dict]:
+    """Per configuration: median idle and loaded step, loaded/idle, and idle against the old default."""
+    out = {}
+    for name, r in runs.items():
+        idle, loaded = statistics.median(r["idle_s"]), statistics.median(r["loaded_s"])
+        out[name] = {**r, "idle_median_s": idle, "loaded_median_s": loaded, "loaded_over_idle": loaded / idle}
+    base = out["old default"]["idle_median_s"]
+    for r in out.values():
+        r["idle_vs_old_default"] = r["idle_median_s"] / base
+    return out
+
+
+def markdown(report: dict) -> str:
+    """The Markdown table and its header lines."""
+    lines = [f"CPU {report['cpu']}, {report['cpus']} CPUs usable, load average before the run "
+             f"{report['load_before']:.2f}; stage-1 step (teacher cache, all cameras), batch {report['batch_size']}; "
+             f"load: {report['load_procs']} busy-loop processes", "",
+             "| configuration | threads | idle step (median) | loaded step (median) | loaded / idle | "
+             "idle vs old default | load avg after idle phases | after loaded phases |",
+             "|---|---:|---:|---:|---:|---:|---|---|"]
+    for name, r in report["results"].items():
+        after = {what: ", ".join(f"{v:.1f}" for w, v in r["load_1min"] if w == what) for what in (START_LOAD, STOP_LOAD)}
+        lines.append(f"| {name} | {r['threads']} | {r['idle_median_s']:.2f} s | {r['loaded_median_s']:.2f} s | "
+                     f"**{r['loaded_over_idle']:.2f}x** | {r['idle_vs_old_default']:.2f}x | "
+                     f"{after[START_LOAD]} | {after[STOP_LOAD]} |")
+    new = report["results"]["new default"]["loaded_over_idle"]
+    lines += ["", f"Target (new default, loaded / idle <= {TARGET}x): "
+                  f"{'met' if new <= TARGET else 'NOT met'} ({new:.2f}x)."]
+    return "\n".join(lines) + "\n"
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(path.name + ".tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
+
+
+def make_world(root: Path) -> Path:
+    """Generate and prepare the tiny synthetic world under ``root``; returns its info folder."""
+    from collab_distill.config import load_config
+    from data_prep.nuscenes_infos import prepare
+    from data_prep.synthetic.config import SyntheticConfig
+    from data_prep.synthetic.generate import generate
+
+    world = load_config(REPO / "configs" / "synthetic" / "tiny.yaml", schema=SyntheticConfig)
+    generate(world, root, progress=False)
+    prepare(root, world.version, root / "infos", workers=1, progress=False)
+    return root / "infos"
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--steps", type=int, default=5, help="timed steps per phase (at most, see --phase-seconds)")
+    parser.add_argument("--rounds", type=int, default=2, help="idle + loaded phases per configuration")
+    parser.add_argument("--phase-seconds", type=float, default=30.0,
+                        help="end a phase after this long, even before --steps (a stalled step can take 20-60 s)")
+    parser.add_argument("--load-procs", type=int, default=len(os.sched_getaffinity(0)),
+                        help="busy-loop processes during the loaded phase (default: one per usable CPU)")
+    parser.add_argument("--batch-size", type=int, default=2)
+    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "stall.json",
+                        help="JSON output; the Markdown table goes next to it (.md)")
+    parser.add_argument("--child", choices=list(CONFIGS), dest="config", help=argparse.SUPPRESS)
+    parser.add_argument("--info-dir", type=Path, help=argparse.SUPPRESS)
+    args = parser.parse_args()
+    if args.config:
+        child(args)
+        return
+    if "old default" not in args.configs or "new default" not in args.configs:
+        parser.error("--configs must include 'old default' and 'new default' (the ratios are against them)")
+    load_before = os.getloadavg()[0]
+    start = time.perf_counter()
+    with tempfile.TemporaryDirectory() as tmp:
+        info_dir = make_world(Path(tmp) / "world")
+        runs = {}
+        for name in args.configs:
+            print(f"{name} ...", file=sys.stderr, flush=True)
+            runs[name] = run_config(name, info_dir, args)
+    report = {"cpu": cpu_model(), "cpus": len(os.sched_getaffinity(0)), "load_before": load_before,
+              "load_procs": args.load_procs, "batch_size": args.batch_size, "steps": args.steps, "rounds": args.rounds,
+              "phase_seconds": args.phase_seconds, "python": platform.python_version(),
+              "seconds": time.perf_counter() - start, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
+              "target_loaded_over_idle": TARGET, "results": summarise(runs)}
+    table = markdown(report)
+    write_atomic(args.out, json.dumps(report, indent=2) + "\n")
+    write_atomic(args.out.with_suffix(".md"), table)
+    print(table)
+    for name, r in report["results"].items():
+        print(f"  {name}: idle " + ", ".join(f"{t:.2f}" for t in r["idle_s"])
+              + " s; loaded " + ", ".join(f"{t:.2f}" for t in r["loaded_s"]) + " s")
+    print(f"\n{report['seconds']:.0f} s in all; wrote {args.out} and {args.out.with_suffix('.md')}")
+
+
+if __name__ == "__main__":
+    main()
