@@ -75,13 +75,14 @@ def read_safetensors(path: str | Path) -> tuple[dict[str, Tensor], dict[str, str
             return {key: f.get_tensor(key) for key in f.keys()}, f.metadata() or {}
     except (SafetensorError, OSError) as exc:
         raise WeightsError(f"{path}: cannot read this safetensors file ({exc}); it is damaged or "
-                           "truncated: write it again") from exc
+                           "truncated: write or download it again") from exc
 
 
 def _read_torch_file(path: Path) -> dict[str, Tensor]:
     """The state dict of a torch file, unwrapped from ``model`` / ``state_dict`` if needed."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
+    # a damaged file raises RuntimeError/EOFError; a pickled object that weights_only refuses, UnpicklingError
     except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsError(f"{path}: cannot read this torch weight file ({reason})") from exc
@@ -112,7 +113,8 @@ def load_vit_weights(model: VisionTransformer, path: str | Path, strict: bool = 
     """Load a timm- or DINOv2-format file into ``model`` (positional embedding resampled as needed).
 
     Raises:
-        WeightsError: missing file, or (when ``strict``) missing/unexpected/mis-shaped keys.
+        WeightsError: missing, unreadable or non-finite file (:func:`read_state_dict`), or (when ``strict``)
+            missing/unexpected/mis-shaped keys.
     """
     state, metadata = read_state_dict(path)
     if _IMG_SIZE_KEY in metadata and "pos_embed" in state:
