@@ -181,7 +181,8 @@ def test_every_schema_declares_its_ranges():
                              (LidarProbeConfig, "batch_points=0"), (LidarProbeConfig, "epochs=0"),
                              (SyntheticConfig, "jpeg_quality=101"), (SyntheticConfig, "weather.severity=0"),
                              (SyntheticConfig, "samples_per_scene=41"), (ASVPStudyConfig, "threads=0"),
-                             (ASVPStudyConfig, "restoration.teacher.steps=0"), (ASVPStudyConfig, "encoder.distill_lr=0")):
+                             (ASVPStudyConfig, "restoration.teacher.steps=0"),
+                             (ASVPStudyConfig, "encoder.distill_lr=0")):
         with pytest.raises(ConfigError, match=rf"^command line: key '{re.escape(override.split('=')[0])}' must be "):
             load_config(None, [override], schema=schema)
 
