@@ -22,6 +22,7 @@ from PIL import Image
 from collab_distill.data.dataset import load_points
 from collab_distill.data.infos import InfoFile
 from collab_distill.geometry import project_to_pairs
+from data_prep.nuscenes_infos import get_record
 
 
 @dataclass
@@ -72,7 +73,11 @@ def overlay(image: Image.Image, uv: np.ndarray, depth: np.ndarray, max_depth: fl
 
 
 def check_infos(infos: InfoFile, version: str, num_samples: int, out_dir: Path, seed: int = 0) -> CheckResult:
-    """Compare ``num_samples`` random samples (all their cameras) with the devkit; write overlays."""
+    """Compare ``num_samples`` random samples (all their cameras) with the devkit; write overlays.
+
+    Raises:
+        PrepareError: an info file's sample is not in the tables (the info file is from other data).
+    """
     from nuscenes.nuscenes import NuScenes, NuScenesExplorer
 
     nusc = NuScenes(version=version, dataroot=str(infos.dataroot), verbose=False)
@@ -81,10 +86,11 @@ def check_infos(infos: InfoFile, version: str, num_samples: int, out_dir: Path, 
     out_dir.mkdir(parents=True, exist_ok=True)
     errors64, errors32, same, overlays, checked = [], [], True, [], 0
     for info in chosen:
-        lidar_token = nusc.get("sample", info.token)["data"]["LIDAR_TOP"]
+        sample = get_record(nusc, "sample", info.token)
+        lidar_token = sample["data"]["LIDAR_TOP"]
         points = load_points(infos.dataroot / info.lidar_path, info.num_points)
         for channel, cam in info.cameras.items():
-            cam_token = nusc.get("sample", info.token)["data"][channel]
+            cam_token = sample["data"][channel]
             pairs = project_to_pairs(points, cam.lidar2cam, cam.K, (cam.height, cam.width), min_depth=1.0,
                                      low=1.0, dtype=torch.float64)
             ours = pairs.uv.numpy()

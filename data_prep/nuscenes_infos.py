@@ -50,7 +50,40 @@ POINT_COLUMNS = 5  # nuScenes .pcd.bin: x, y, z, intensity, ring as float32
 
 
 class PrepareError(UserError, RuntimeError):
-    """Bad input to the preparation (wrong dataroot or version); the message says what was expected."""
+    """Bad input to the preparation (wrong dataroot or version, a damaged table); the message says what
+    was expected and where."""
+
+
+RESTORE = "restore the tables from the nuScenes download (or generate the synthetic set again)"
+
+
+class TableRecord(dict):
+    """A record of a nuScenes table (a plain dict) whose missing field is a :class:`PrepareError` naming
+    the table file, the record's token and the field, instead of a bare ``KeyError``."""
+
+    def __init__(self, table_file: Path, record: dict[str, Any], token: str = "", prefix: str = "") -> None:
+        self.table_file, self.token, self.prefix = table_file, token or str(record.get("token", "?")), prefix
+        super().__init__({key: TableRecord(table_file, value, self.token, f"{prefix}{key}.")
+                          if isinstance(value, dict) else value for key, value in record.items()})
+
+    def __missing__(self, key: str) -> Any:
+        raise PrepareError(f"{self.table_file}: record {self.token} has no field '{self.prefix}{key}'; {RESTORE}")
+
+
+def get_record(nusc: Any, table: str, token: str) -> TableRecord:
+    """``nusc.get(table, token)`` as a :class:`TableRecord`; an unknown token is a :class:`PrepareError`."""
+    table_file = Path(nusc.table_root) / f"{table}.json"
+    try:
+        return TableRecord(table_file, nusc.get(table, token))
+    except KeyError:
+        raise PrepareError(f"{table_file}: no record with token {token!r}, but another table refers to it; "
+                           f"{RESTORE}") from None
+
+
+def table_records(nusc: Any, table: str) -> list[TableRecord]:
+    """Every record of a loaded table (``scene``, ``lidarseg``, ...) as :class:`TableRecord`s."""
+    table_file = Path(nusc.table_root) / f"{table}.json"
+    return [TableRecord(table_file, record) for record in getattr(nusc, table, [])]
 
 
 def parse_conditions(description: str) -> list[str]:
@@ -124,24 +157,29 @@ def _check_image_file(path: Path, width: int, height: int) -> str | None:
     return None
 
 
-def sample_record(nusc: Any, sample: dict[str, Any], scene: dict[str, Any], conditions: list[str],
-                  lidarseg: dict[str, str]) -> tuple[dict[str, Any] | None, list[str]]:
+def sample_record(nusc: Any, sample: TableRecord, scene: TableRecord, conditions: list[str],
+                  lidarseg: dict[str, TableRecord]) -> tuple[dict[str, Any] | None, list[str]]:
     """The info record of one keyframe and its file problems; the record is None if unusable.
 
-    ``lidarseg`` maps a LiDAR sample_data token to its label file (empty without lidarseg).
+    ``lidarseg`` maps a LiDAR sample_data token to its lidarseg record (empty without lidarseg).
+
+    Raises:
+        PrepareError: a table record lacks a field or refers to a missing record (one line naming
+            the table file, the record and the field).
     """
     root = Path(nusc.dataroot)
     problems: list[str] = []
-    lidar_sd = nusc.get("sample_data", sample["data"]["LIDAR_TOP"])
-    lidar_cs = nusc.get("calibrated_sensor", lidar_sd["calibrated_sensor_token"])
-    ego2global = _pose(nusc.get("ego_pose", lidar_sd["ego_pose_token"]))
+    lidar_sd = get_record(nusc, "sample_data", sample["data"]["LIDAR_TOP"])
+    lidar_cs = get_record(nusc, "calibrated_sensor", lidar_sd["calibrated_sensor_token"])
+    ego2global = _pose(get_record(nusc, "ego_pose", lidar_sd["ego_pose_token"]))
     lidar2ego = _pose(lidar_cs)
     num_points, problem = _check_point_file(root / lidar_sd["filename"])
     if problem:
         problems.append(f"{lidar_sd['filename']}: {problem}")
-    lidarseg_path = lidarseg.get(lidar_sd["token"])
+    label_record = lidarseg.get(lidar_sd["token"])
+    lidarseg_path = label_record["filename"] if label_record else None
     label_problem = False
-    if lidarseg_path:
+    if label_record:
         label_file = root / lidarseg_path
         if not label_file.is_file():
             problems.append(f"{lidarseg_path}: missing")
@@ -151,16 +189,16 @@ def sample_record(nusc: Any, sample: dict[str, Any], scene: dict[str, Any], cond
             label_problem = True
     cameras = {}
     for channel, sd_token in sample["data"].items():
-        sd = nusc.get("sample_data", sd_token)
+        sd = get_record(nusc, "sample_data", sd_token)
         if sd["sensor_modality"] != "camera":
             continue
-        cs = nusc.get("calibrated_sensor", sd["calibrated_sensor_token"])
+        cs = get_record(nusc, "calibrated_sensor", sd["calibrated_sensor_token"])
         problem = _check_image_file(root / sd["filename"], sd["width"], sd["height"])
         if problem:
             problems.append(f"{sd['filename']}: {problem}")
             continue
-        lidar2cam = compose_lidar2cam(lidar2ego, ego2global, _pose(nusc.get("ego_pose", sd["ego_pose_token"])),
-                                      _pose(cs))
+        ego2global_cam = _pose(get_record(nusc, "ego_pose", sd["ego_pose_token"]))
+        lidar2cam = compose_lidar2cam(lidar2ego, ego2global, ego2global_cam, _pose(cs))
         cameras[channel] = {"path": sd["filename"], "width": sd["width"], "height": sd["height"],
                             "K": np.asarray(cs["camera_intrinsic"], dtype=np.float64).tolist(),
                             "lidar2cam": lidar2cam.tolist(), "timestamp": sd["timestamp"]}
@@ -178,7 +216,7 @@ def sample_record(nusc: Any, sample: dict[str, Any], scene: dict[str, Any], cond
 # Scenes, workers, resume
 # --------------------------------------------------------------------------------------------
 _NUSC: Any = None  # set in the parent before forking; workers inherit it copy-on-write
-_LIDARSEG: dict[str, str] = {}  # LiDAR sample_data token -> lidarseg label file
+_LIDARSEG: dict[str, TableRecord] = {}  # LiDAR sample_data token -> its lidarseg record
 
 
 def write_json_atomic(path: Path, obj: Any) -> None:
@@ -193,12 +231,12 @@ def _prepare_scene(args: tuple[str, str, str]) -> tuple[str, int]:
     """Worker: records of one scene -> ``parts/<split>/<scene>.json``. Returns (scene, #samples)."""
     scene_token, split, part_path = args
     nusc = _NUSC
-    scene = nusc.get("scene", scene_token)
+    scene = get_record(nusc, "scene", scene_token)
     conditions = parse_conditions(scene["description"])
     records, problems, excluded = [], [], 0
     token = scene["first_sample_token"]
     while token:
-        sample = nusc.get("sample", token)
+        sample = get_record(nusc, "sample", token)
         record, sample_problems = sample_record(nusc, sample, scene, conditions, _LIDARSEG)
         problems += sample_problems
         if record is None:
@@ -256,7 +294,7 @@ def prepare(dataroot: Path, version: str, out: Path, workers: int = 2, overwrite
         shutil.rmtree(out / "parts", ignore_errors=True)
         summary_path.unlink(missing_ok=True)
     elif summary_path.is_file():
-        done = json.loads(summary_path.read_text())
+        done = _read_json(summary_path)
         if done.get("version") == version and done.get("dataroot") == str(dataroot) and all(
                 (out / f"infos_{s}.json").is_file() for s in splits):
             return PrepareSummary(version, done["samples"], done["totals"], done["excluded"], done["problems"],
@@ -266,10 +304,9 @@ def prepare(dataroot: Path, version: str, out: Path, workers: int = 2, overwrite
     try:
         _NUSC = NuScenes(version=version, dataroot=str(dataroot), verbose=False)
     except (AssertionError, KeyError, IndexError, FileNotFoundError, json.JSONDecodeError) as exc:
-        raise PrepareError(f"the devkit could not load {dataroot / version}: {exc.__class__.__name__}: {exc}") \
-            from None
-    _LIDARSEG = {r["sample_data_token"]: r["filename"] for r in getattr(_NUSC, "lidarseg", [])}
-    by_name = {s["name"]: s["token"] for s in _NUSC.scene}
+        raise PrepareError(_table_problem(dataroot / version, exc)) from None
+    _LIDARSEG = {r["sample_data_token"]: r for r in table_records(_NUSC, "lidarseg")}
+    by_name = {s["name"]: s["token"] for s in table_records(_NUSC, "scene")}
     jobs = [(by_name[name], split, str(out / "parts" / split / f"{name}.json"))
             for split, names in splits.items() for name in names if name in by_name]
     if not jobs:
@@ -282,6 +319,33 @@ def prepare(dataroot: Path, version: str, out: Path, workers: int = 2, overwrite
     summary = _merge(out, version, dataroot, splits, jobs)
     _NUSC, _LIDARSEG = None, {}
     return summary
+
+
+def _read_json(path: Path) -> Any:
+    """A JSON file this module wrote (summary, per-scene part); damaged is a :class:`PrepareError` naming it."""
+    try:
+        return json.loads(path.read_text())
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise PrepareError(f"{path}: cannot be read ({exc.__class__.__name__}: {exc}); delete it to prepare that "
+                           "part again, or pass --overwrite") from None
+
+
+def _table_problem(table_dir: Path, exc: Exception) -> str:
+    """One line naming the table file (and record) behind the devkit's failure to load ``table_dir``.
+
+    Only on the error path: the tables are read again, one by one, to find the culprit."""
+    key = exc.args[0] if isinstance(exc, KeyError) and exc.args else None
+    for path in sorted(table_dir.glob("*.json")):
+        try:
+            records = json.loads(path.read_text())
+        except (OSError, UnicodeDecodeError, json.JSONDecodeError) as err:
+            return f"{path}: not a readable JSON table ({err.__class__.__name__}: {err}); {RESTORE}"
+        if key is not None and isinstance(records, list) and any(key in r for r in records if isinstance(r, dict)):
+            lacking = next((r for r in records if isinstance(r, dict) and key not in r), None)
+            if lacking is not None:
+                return f"{path}: record {lacking.get('token', '?')} has no field '{key}'; {RESTORE}"
+    return (f"the devkit could not load the tables in {table_dir} ({exc.__class__.__name__}: {exc}); a record "
+            f"lacks a field or refers to a missing record; {RESTORE}")
 
 
 def _run_jobs(todo: list[tuple[str, str, str]], workers: int, progress: bool) -> None:
@@ -307,7 +371,7 @@ def _merge(out: Path, version: str, dataroot: Path, splits: dict[str, list[str]]
         for _, job_split, part_path in jobs:
             if job_split != split:
                 continue
-            part = json.loads(Path(part_path).read_text())
+            part = _read_json(Path(part_path))
             records += part["samples"]
             excluded += part["excluded"]
             summary.problems += part["problems"]

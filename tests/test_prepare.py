@@ -119,3 +119,44 @@ def test_prepare_synthetic_counts_match_and_check_passes(synthetic_root, tmp_pat
     assert all(s.lidarseg_path for s in val.samples)
     result = check_infos(val, "v1.0-mini", 1, tmp_path / "check")
     assert result.checked == 6 and result.same_kept_sets and result.max_error_px < 1e-3
+
+
+# ---------------------------------------------------------------------------------------------
+# Damaged tables (issue 14, 3.7) and data set strings as paths (3.8)
+# ---------------------------------------------------------------------------------------------
+def _edit_table(root: Path, table: str, edit) -> Path:
+    path = root / "v1.0-mini" / f"{table}.json"
+    records = json.loads(path.read_text())
+    edit(records)
+    path.write_text(json.dumps(records))
+    return path
+
+
+@pytest.mark.parametrize("workers", [1, 2])
+def test_a_record_without_a_field_names_the_table_the_record_and_the_field(tiny, tmp_path, workers):
+    """It used to be a bare KeyError: 'description' from a worker, naming neither table nor record."""
+    table = _edit_table(tiny, "scene", lambda records: records[0].pop("description"))
+    with pytest.raises(PrepareError, match=rf"^{table}: record scene0 has no field 'description'; restore"):
+        prepare(tiny, "v1.0-mini", tmp_path / "infos", workers=workers, progress=False)
+
+
+def test_a_record_the_devkit_cannot_index_and_a_damaged_table_are_named(tiny, tmp_path):
+    table = _edit_table(tiny, "sample_data", lambda records: records[3].pop("sample_token"))
+    with pytest.raises(PrepareError, match=rf"^{table}: record sd_\w+ has no field 'sample_token'"):
+        prepare(tiny, "v1.0-mini", tmp_path / "infos", progress=False)
+    table = tiny / "v1.0-mini" / "ego_pose.json"
+    table.write_text(table.read_text()[:-20])
+    with pytest.raises(PrepareError, match=rf"^{table}: not a readable JSON table"):
+        prepare(tiny, "v1.0-mini", tmp_path / "infos", progress=False)
+
+
+def test_cli_damaged_table_is_one_line_and_debug_shows_the_traceback(tiny, tmp_path):
+    _edit_table(tiny, "calibrated_sensor", lambda records: records[1].pop("camera_intrinsic"))
+    command = [sys.executable, str(REPO / "tools" / "prepare_nuscenes.py"), "--dataroot", str(tiny), "--out",
+               str(tmp_path / "o"), "--workers", "1", "--quiet"]
+    proc = subprocess.run(command, capture_output=True, text=True)
+    lines = [line for line in proc.stderr.splitlines() if line.strip() and "INFO" not in line]
+    assert proc.returncode == 2 and len(lines) == 1, proc.stderr
+    assert "calibrated_sensor.json: record cs_" in lines[0] and "'camera_intrinsic'" in lines[0]
+    debug = subprocess.run(command + ["--debug"], capture_output=True, text=True)
+    assert debug.returncode == 1 and "Traceback" in debug.stderr and "PrepareError" in debug.stderr

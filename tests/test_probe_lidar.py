@@ -9,6 +9,7 @@ import torch
 
 from collab_distill.config import load_config
 from collab_distill.data.dataset import DataFileError
+from collab_distill.models.weights import WeightsError
 from collab_distill.probe.lidar import CLASSES, IGNORE, LidarProbeConfig, evaluate, run_lidar_probe, train_head
 
 
@@ -54,7 +55,7 @@ def test_probe_runs_on_the_synthetic_world(synthetic_infos):
     assert result["recipe"]["train_samples"] == 2 and result["recipe"]["epochs"] == 3
     assert "predicted-only" in result["recipe"]["miou"]
     assert result["encoder"]["weights"] == "random init (floor)"
-    with pytest.raises(FileNotFoundError, match="point_encoder.safetensors"):
+    with pytest.raises(WeightsError, match="point_encoder.safetensors not found: point --point-weights"):
         run_lidar_probe(load_config(None, ["point_weights=/nowhere", "model.image.weights=random"],
                                     schema=LidarProbeConfig), "x", progress=False)
 

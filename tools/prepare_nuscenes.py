@@ -5,6 +5,8 @@ Per keyframe it records the LiDAR file (and lidarseg labels), timestamp, scene, 
 from the scene description, the ego pose, and per camera the image, its size, K and the composed
 lidar2cam. Resumable (an interrupted run continues; a finished run does nothing unless --overwrite);
 files are written atomically. Missing or truncated files are excluded and listed in the summary.
+A damaged table (a record without a field, a file name that leads outside the dataroot) is one line
+naming the table file and the record, exit code 2 (--debug: the traceback).
 
 Examples:
   python tools/prepare_nuscenes.py --dataroot data/synthetic --version v1.0-mini --out data/synthetic/infos
@@ -14,10 +16,9 @@ Examples:
 from collab_distill.threads import set_thread_defaults; set_thread_defaults()  # noqa: E702 (before torch loads)
 import argparse
 import logging
-import sys
 from pathlib import Path
 
-from collab_distill.cli import setup_logging
+from collab_distill.cli import add_debug_arg, setup_logging, user_errors
 from collab_distill.data.infos import load_infos
 from data_prep.check import check_infos
 from data_prep.nuscenes_infos import VERSIONS, PrepareError, prepare
@@ -34,19 +35,21 @@ def main() -> None:
                         help="after preparing, compare K random samples with the devkit and write overlay PNGs "
                              "to <out>/check/")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
+    add_debug_arg(parser)
     args = parser.parse_args()
     setup_logging()
-    try:
-        summary = prepare(args.dataroot, args.version, args.out, args.workers, args.overwrite, not args.quiet)
-    except PrepareError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    with user_errors(args.debug):
+        run(args)
+
+
+def run(args: argparse.Namespace) -> None:
+    """Prepare, print the summary, and with ``--check`` compare with the devkit (exit 1 if it disagrees)."""
+    summary = prepare(args.dataroot, args.version, args.out, args.workers, args.overwrite, not args.quiet)
     print(summary.to_text())
     if args.check:
         nonempty = [s for s, counts in summary.samples.items() if counts]
         if not nonempty:
-            print("error: --check: no prepared samples to check", file=sys.stderr)
-            raise SystemExit(1)
+            raise PrepareError(f"--check: {args.out} holds no prepared sample to check (see the summary above)")
         split = "val" if "val" in nonempty else nonempty[0]
         result = check_infos(load_infos(args.out / f"infos_{split}.json"), args.version, args.check,
                              args.out / "check")

@@ -12,11 +12,10 @@ Examples:
 """
 from collab_distill.threads import set_thread_defaults; set_thread_defaults()  # noqa: E702 (before torch loads)
 import argparse
-import sys
 from pathlib import Path
 
-from collab_distill.cli import OVERRIDE_HELP, setup_logging
-from collab_distill.config import ConfigError, load_config
+from collab_distill.cli import OVERRIDE_HELP, add_debug_arg, setup_logging, user_errors
+from collab_distill.config import load_config
 from collab_distill.probe.lidar import LidarProbeConfig, run_lidar_probe
 from collab_distill.probe.results import write_result
 
@@ -29,17 +28,15 @@ def main() -> None:
     parser.add_argument("--name", default=None, help="row label in the report (default: from --point-weights)")
     parser.add_argument("--out", type=Path, required=True, help="result JSON to write")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDE_HELP)
+    add_debug_arg(parser)
     args = parser.parse_args()
     setup_logging()
     overrides = list(args.overrides) + ([f"point_weights={args.point_weights}"] if args.point_weights else [])
-    try:
+    with user_errors(args.debug):  # config, info, data and weight file errors: one line, exit 2
         cfg = load_config(args.config, overrides, schema=LidarProbeConfig)
-    except ConfigError as exc:
-        print(f"config error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
-    name = args.name or (Path(cfg.point_weights).parent.name if cfg.point_weights else "random init")
-    result = run_lidar_probe(cfg, name)
-    write_result(result, args.out)
+        name = args.name or (Path(cfg.point_weights).parent.name if cfg.point_weights else "random init")
+        result = run_lidar_probe(cfg, name)
+        write_result(result, args.out)
     for group, r in result["results"].items():
         cos = r["stage1_teacher_cosine"]
         miou = "n/a" if r["miou"] is None else f"{100 * r['miou']:.1f}"

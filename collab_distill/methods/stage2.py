@@ -46,8 +46,8 @@ class Stage2(Method):
             self.student_head.bias.zero_()
         self.point_encoder = PointEncoder(cfg.model.point)
         self.point_head = ProjectionHead(cfg.model.head, self.point_encoder.out_channels, dim)
-        load_module_weights(self.point_encoder, cfg.method.point_weights, "point_encoder")
-        load_module_weights(self.point_head, cfg.method.point_weights, "head")
+        load_module_weights(self.point_encoder, cfg.method.point_weights, "point_encoder", "method.point_weights")
+        load_module_weights(self.point_head, cfg.method.point_weights, "head", "method.point_weights")
         self.freeze_the_rest()
 
     def trainable_names(self) -> tuple[str, ...]:

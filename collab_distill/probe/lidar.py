@@ -28,11 +28,13 @@ from collab_distill.data.voxelize import Voxels
 from collab_distill.losses import cosine_distance
 from collab_distill.models import sample_features
 from collab_distill.models.config import ModelConfig
+from collab_distill.probe.config import ProbeError
 from collab_distill.probe.metrics import MIOU_CONVENTION, ConfusionMatrix
 from collab_distill.probe.results import finite_or_none
 from collab_distill.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
 CLASSES = COARSE_CLASSES[1:]  # the 16 evaluation classes; coarse 0 is "ignore"
+POINT_WEIGHTS_SETTING = "--point-weights (config key point_weights)"  # how a user sets it, for errors
 IGNORE = 255
 
 
@@ -74,8 +76,8 @@ def build_stage1(cfg: LidarProbeConfig) -> nn.Module:
     run = RunConfig(data=cfg.data, model=cfg.model, method=MethodConfig(name="stage1", teacher_cache=False))
     method = Stage1(run)
     if cfg.point_weights:
-        load_module_weights(method.point_encoder, cfg.point_weights, "point_encoder")
-        load_module_weights(method.head, cfg.point_weights, "head")
+        load_module_weights(method.point_encoder, cfg.point_weights, "point_encoder", POINT_WEIGHTS_SETTING)
+        load_module_weights(method.head, cfg.point_weights, "head", POINT_WEIGHTS_SETTING)
     method.point_encoder.freeze()
     method.head.freeze()
     return method.train(False)
@@ -92,7 +94,8 @@ def extract(method: nn.Module, data: DataConfig, seed: int, agreement: bool, pro
     """
     dataset = PairedDataset(data, seed=seed, train=False)
     if any(s.lidarseg_path is None for s in dataset.samples):
-        raise ValueError(f"{data.info_dir}: the {data.split} split has samples without lidarseg labels")
+        raise ProbeError(f"{data.info_dir}: the {data.split} split has samples without lidarseg labels; "
+                         "the 3D probe needs a dataset with lidarseg")
     collate, lut = Collate(data.voxel_size), _lut()
     feats, labels, owner, tags, cosines = [], [], [], [], []
     for i in tqdm(range(len(dataset)), desc=f"features ({data.split})", disable=not progress):
