@@ -22,6 +22,7 @@ from PIL import Image
 from collab_distill.data.dataset import load_points
 from collab_distill.data.infos import InfoFile
 from collab_distill.geometry import project_to_pairs
+from collab_distill.paths import safe_name
 from data_prep.nuscenes_infos import get_record
 
 
@@ -75,6 +76,9 @@ def overlay(image: Image.Image, uv: np.ndarray, depth: np.ndarray, max_depth: fl
 def check_infos(infos: InfoFile, version: str, num_samples: int, out_dir: Path, seed: int = 0) -> CheckResult:
     """Compare ``num_samples`` random samples (all their cameras) with the devkit; write overlays.
 
+    Overlays are named ``<token>_<channel>.png`` after :func:`~collab_distill.paths.safe_name`, so a
+    token from the data set never leads out of ``out_dir``.
+
     Raises:
         PrepareError: an info file's sample is not in the tables (the info file is from other data).
     """
@@ -103,7 +107,7 @@ def check_infos(infos: InfoFile, version: str, num_samples: int, out_dir: Path, 
                     continue
                 errors.append(float(np.abs(ref[:2].T - ours).max()) if len(ours) else 0.0)
             checked += 1
-            path = out_dir / f"{info.token}_{channel}.png"
+            path = out_dir / f"{safe_name(info.token)}_{safe_name(channel)}.png"  # no separator, no '..'
             overlay(image, ours, pairs.depth.numpy()).save(path)
             overlays.append(path)
     return CheckResult(checked, max(errors64, default=float("nan")), max(errors32, default=float("nan")), same,

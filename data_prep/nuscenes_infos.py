@@ -37,6 +37,7 @@ from PIL import Image
 
 from collab_distill.errors import UserError
 from collab_distill.geometry import compose_lidar2cam, pose_matrix
+from collab_distill.paths import UnsafePathError, join_inside, safe_name
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,14 @@ class TableRecord(dict):
 
     def __missing__(self, key: str) -> Any:
         raise PrepareError(f"{self.table_file}: record {self.token} has no field '{self.prefix}{key}'; {RESTORE}")
+
+    def path(self, dataroot: Path, key: str = "filename") -> Path:
+        """The data file this record names under ``key``, refused when it leads outside ``dataroot``."""
+        try:
+            return join_inside(dataroot, self[key])
+        except UnsafePathError:
+            raise PrepareError(f"{self.table_file}: record {self.token}: {key} {self[key]!r} leads outside the "
+                               f"dataroot {dataroot}; {RESTORE}") from None
 
 
 def get_record(nusc: Any, table: str, token: str) -> TableRecord:
@@ -164,8 +173,8 @@ def sample_record(nusc: Any, sample: TableRecord, scene: TableRecord, conditions
     ``lidarseg`` maps a LiDAR sample_data token to its lidarseg record (empty without lidarseg).
 
     Raises:
-        PrepareError: a table record lacks a field or refers to a missing record (one line naming
-            the table file, the record and the field).
+        PrepareError: a table record lacks a field, refers to a missing record, or names a file
+            outside the dataroot (one line naming the table file, the record and the field).
     """
     root = Path(nusc.dataroot)
     problems: list[str] = []
@@ -173,14 +182,14 @@ def sample_record(nusc: Any, sample: TableRecord, scene: TableRecord, conditions
     lidar_cs = get_record(nusc, "calibrated_sensor", lidar_sd["calibrated_sensor_token"])
     ego2global = _pose(get_record(nusc, "ego_pose", lidar_sd["ego_pose_token"]))
     lidar2ego = _pose(lidar_cs)
-    num_points, problem = _check_point_file(root / lidar_sd["filename"])
+    num_points, problem = _check_point_file(lidar_sd.path(root))
     if problem:
         problems.append(f"{lidar_sd['filename']}: {problem}")
     label_record = lidarseg.get(lidar_sd["token"])
     lidarseg_path = label_record["filename"] if label_record else None
     label_problem = False
     if label_record:
-        label_file = root / lidarseg_path
+        label_file = label_record.path(root)
         if not label_file.is_file():
             problems.append(f"{lidarseg_path}: missing")
             label_problem = True
@@ -193,7 +202,7 @@ def sample_record(nusc: Any, sample: TableRecord, scene: TableRecord, conditions
         if sd["sensor_modality"] != "camera":
             continue
         cs = get_record(nusc, "calibrated_sensor", sd["calibrated_sensor_token"])
-        problem = _check_image_file(root / sd["filename"], sd["width"], sd["height"])
+        problem = _check_image_file(sd.path(root), sd["width"], sd["height"])
         if problem:
             problems.append(f"{sd['filename']}: {problem}")
             continue
@@ -307,7 +316,7 @@ def prepare(dataroot: Path, version: str, out: Path, workers: int = 2, overwrite
         raise PrepareError(_table_problem(dataroot / version, exc)) from None
     _LIDARSEG = {r["sample_data_token"]: r for r in table_records(_NUSC, "lidarseg")}
     by_name = {s["name"]: s["token"] for s in table_records(_NUSC, "scene")}
-    jobs = [(by_name[name], split, str(out / "parts" / split / f"{name}.json"))
+    jobs = [(by_name[name], split, str(out / "parts" / safe_name(split) / f"{safe_name(name)}.json"))
             for split, names in splits.items() for name in names if name in by_name]
     if not jobs:
         raise PrepareError(f"no scene of {dataroot / version} is in the official {version} split lists "

@@ -160,3 +160,45 @@ def test_cli_damaged_table_is_one_line_and_debug_shows_the_traceback(tiny, tmp_p
     assert "calibrated_sensor.json: record cs_" in lines[0] and "'camera_intrinsic'" in lines[0]
     debug = subprocess.run(command + ["--debug"], capture_output=True, text=True)
     assert debug.returncode == 1 and "Traceback" in debug.stderr and "PrepareError" in debug.stderr
+
+
+def test_a_file_name_leading_outside_the_dataroot_is_refused(tiny, tmp_path):
+    (tiny.parent / "outside.jpg").write_bytes(next((tiny / "samples" / "CAM_FRONT").glob("*.jpg")).read_bytes())
+
+    def escape(records):
+        records[1]["filename"] = "../outside.jpg"
+
+    table = _edit_table(tiny, "sample_data", escape)
+    with pytest.raises(PrepareError, match=rf"^{table}: record \w+: filename '../outside.jpg' leads outside the "
+                                           rf"dataroot {tiny}"):
+        prepare(tiny, "v1.0-mini", tmp_path / "infos", progress=False)
+
+
+def test_a_token_with_dots_and_slashes_cannot_write_outside_the_check_folder(tiny, tmp_path):
+    """A sample token ``../../x`` used to make ``--check`` write its overlay PNGs outside ``--out``."""
+    for table in (tiny / "v1.0-mini").glob("*.json"):
+        table.write_text(table.read_text().replace('"sample0"', '"../../x"'))
+    out = tmp_path / "a" / "b" / "infos"
+    prepare(tiny, "v1.0-mini", out, workers=1, progress=False)
+    assert "../../x" in {s.token for s in load_infos(out / "infos_train.json").samples}
+    result = check_infos(load_infos(out / "infos_train.json"), "v1.0-mini", 3, out / "check")
+    assert result.checked == 18 and result.same_kept_sets
+    written = sorted(p for p in tmp_path.rglob("*.png") if tiny not in p.parents)  # not the dataset's map
+    assert written == sorted(result.overlays) and all(p.parent == out / "check" for p in written)
+    assert (out / "check" / ".._.._x_CAM_FRONT.png") in written
+
+
+def test_safe_name_and_join_inside():
+    from collab_distill.paths import UnsafePathError, join_inside, safe_name
+
+    assert safe_name("0a1b2c3d4e5f60718293a4b5c6d7e8f9") == "0a1b2c3d4e5f60718293a4b5c6d7e8f9"
+    assert safe_name("CAM_FRONT") == "CAM_FRONT" and safe_name("../../tmp/x") == ".._.._tmp_x"
+    assert safe_name("a b\\c:d") == "a_b_c_d"
+    for bad in ("", ".", ".."):
+        with pytest.raises(UnsafePathError):
+            safe_name(bad)
+    assert join_inside(Path("/data"), "samples/CAM_FRONT/x.jpg") == Path("/data/samples/CAM_FRONT/x.jpg")
+    assert join_inside(Path("/data"), "samples/../sweeps/y.jpg") == Path("/data/sweeps/y.jpg")
+    for bad in ("../x.jpg", "samples/../../x.jpg", "/etc/passwd", ".."):
+        with pytest.raises(UnsafePathError, match="leads outside /data"):
+            join_inside(Path("/data"), bad)

@@ -36,6 +36,7 @@ from tqdm import tqdm
 from collab_distill.config import DataConfig
 from collab_distill.data.dataset import CONDITION_TAGS, PairedDataset
 from collab_distill.data.transforms import load_image
+from collab_distill.paths import safe_name
 from collab_distill.probe.config import FolderConfig, ProbeError
 from data_prep.synthetic.taxonomy import COARSE_CLASSES, NAME_TO_INDEX, fine_to_coarse_lut
 
@@ -153,7 +154,7 @@ class NuScenesViews(Dataset):
         return views
 
     def _reference(self, info: Any, channel: str, image: Tensor, tags: tuple[str, ...]) -> Tensor | None:
-        path = self.pairs.root / "paired_clear" / info.token / f"{channel}.jpg"
+        path = self.pairs.root / "paired_clear" / safe_name(info.token) / f"{safe_name(channel)}.jpg"
         if path.is_file():
             cam = info.cameras[channel]
             return load_image(path, self.size, cam.K, np.random.default_rng(0))[0]

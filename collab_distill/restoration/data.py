@@ -16,6 +16,7 @@ from PIL import Image
 from torch import Tensor
 
 from collab_distill.data.infos import SampleInfo, load_infos
+from collab_distill.paths import safe_name
 
 
 @dataclass
@@ -55,7 +56,7 @@ def _pairs(root: Path, samples: list[SampleInfo]) -> PairedImages:
     for info in samples:
         for channel, cam in sorted(info.cameras.items()):
             degraded.append(_read(root / cam.path))
-            clean.append(_read(root / "paired_clear" / info.token / f"{channel}.jpg"))
+            clean.append(_read(root / "paired_clear" / safe_name(info.token) / f"{safe_name(channel)}.jpg"))
     return PairedImages(torch.stack(degraded), torch.stack(clean))
 
 
@@ -78,7 +79,7 @@ def load_task(info_dir: str | Path, condition: str, test_scenes: int = 1) -> Tas
         raise ValueError(f"{info_dir}: {len(scenes)} scene(s) with condition {condition!r}, need at least "
                          f"{test_scenes + 1} (generate with --conditions {condition} --paired-clear)")
     root = files[0].dataroot
-    missing = [s.token for s in by_scene[scenes[0]] if not (root / "paired_clear" / s.token).is_dir()]
+    missing = [s.token for s in by_scene[scenes[0]] if not (root / "paired_clear" / safe_name(s.token)).is_dir()]
     if missing:
         raise ValueError(f"{root}: no paired_clear/ renders for {condition!r} samples (e.g. {missing[0]}); "
                          "generate the set with --paired-clear")
