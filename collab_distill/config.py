@@ -125,6 +125,9 @@ class MethodConfig:
 
     name: Literal["teacher_pretrain", "stage1", "stage2", "asymmetric", "self_distill", "teacher_plus"] = "stage1"
     teacher_cache: bool = False          # stage1: cache teacher patch maps (fp16) per image; needs data.augment=false
+    # stage1 loss: 1 - cos averaged per sample, then over samples; or ScaLR's exact form, ||k - q||_2 of the
+    # normalised features averaged over all pairs of the (per-process) batch (docs/methods.md)
+    stage1_loss: Literal["cosine_per_sample", "scalr_l2"] = "cosine_per_sample"
     point_weights: str = ""              # stage2: folder with the stage-1 point_encoder/head .safetensors
     anchor_weight: NonNegativeFloat = 1.0     # stage2: point -> pixel (student at projected pixels vs 3D features)
     patch_weight: NonNegativeFloat = 1.0      # stage2: pixel -> point (patch token vs mean 3D feature of its points);

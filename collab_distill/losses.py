@@ -3,6 +3,7 @@
 Every pair or token loss is first averaged within its sample (or image), then over samples: each
 sample weighs the same whatever its number of pairs, and the mean over a total batch equals the mean
 of the per-process means when each process holds the same number of samples (DDP averages them).
+The one exception is stage 1's optional ScaLR form (:func:`normalized_l2`, averaged over the pairs).
 """
 from __future__ import annotations
 
@@ -14,8 +15,28 @@ from torch import Tensor
 def cosine_distance(a: Tensor, b: Tensor) -> Tensor:
     """``1 - cos(a, b)`` along the last dimension: ``(..., D), (..., D) -> (...)``.
 
-    Equal to half the squared L2 distance of the normalised vectors (ScaLR's loss)."""
+    Equal to half the *squared* L2 distance of the normalised vectors; ScaLR's loss is the distance
+    itself (:func:`normalized_l2`)."""
     return 1.0 - F.cosine_similarity(a.float(), b.float(), dim=-1, eps=1e-6)
+
+
+#: Squared distances below this count as 0 in :func:`normalized_l2` (distances below 1e-6).
+_COINCIDENT_SQ = 1e-12
+
+
+def normalized_l2(a: Tensor, b: Tensor) -> Tensor:
+    """``‖a/‖a‖ − b/‖b‖‖₂`` along the last dimension: ``(..., D), (..., D) -> (...)``, in ``[0, 2]``.
+
+    ScaLR's distillation loss per pair; equal to ``√(2 − 2 cos(a, b))``. The square root has an
+    infinite derivative at 0, so where the two directions coincide (distance < 1e-6) the value and
+    its gradient are 0, a subgradient of the norm there; elsewhere the gradient is the usual unit
+    vector and never overflows.
+    """
+    diff = F.normalize(a.float(), dim=-1, eps=1e-12) - F.normalize(b.float(), dim=-1, eps=1e-12)
+    squared = diff.square().sum(-1)
+    apart = squared > _COINCIDENT_SQ
+    # sqrt only of values > _COINCIDENT_SQ: its derivative is finite on both branches of the where
+    return torch.where(apart, squared.clamp_min(_COINCIDENT_SQ).sqrt(), torch.zeros_like(squared))
 
 
 def grouped_mean(values: Tensor, group: Tensor, num_groups: int) -> Tensor:

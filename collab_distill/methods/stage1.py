@@ -1,5 +1,6 @@
 """Stage 1 (pre-alignment): the LiDAR encoder learns the frozen clear-weather teacher's features at
-the projected pixels of its points (ScaLR-style cosine / normalised L2)."""
+the projected pixels of its points (``method.stage1_loss``: ``1 - cos`` per sample, or ScaLR's
+normalised L2 distance over all pairs)."""
 from __future__ import annotations
 
 import torch
@@ -7,7 +8,7 @@ from torch import Tensor
 
 from collab_distill.config import RunConfig
 from collab_distill.data.voxelize import Voxels
-from collab_distill.losses import cosine_distance, grouped_mean
+from collab_distill.losses import cosine_distance, grouped_mean, normalized_l2
 from collab_distill.methods.base import Method, MethodOutput
 from collab_distill.methods.common import build_image_encoder, pair_samples
 from collab_distill.models import PointEncoder, ProjectionHead, sample_features
@@ -29,6 +30,7 @@ class Stage1(Method):
         self.point_encoder = PointEncoder(cfg.model.point)
         self.head = ProjectionHead(cfg.model.head, self.point_encoder.out_channels, self.teacher.embed_dim)
         self.use_cache = cfg.method.teacher_cache
+        self.loss_kind = cfg.method.stage1_loss
         self.cache: dict[tuple[str, str], Tensor] = {}
         self.freeze_the_rest()
 
@@ -52,6 +54,12 @@ class Stage1(Method):
         target = sample_features(self.teacher_maps(batch), batch["pair_uv"], batch["pair_image"],
                                  self.teacher.patch_size)
         point_feats = self.head(self.point_encoder(Voxels.from_batch(batch), batch["pair_point"]))
-        dist = cosine_distance(point_feats, target)
-        loss = grouped_mean(dist, pair_samples(batch), len(batch["offsets"]))
-        return MethodOutput(loss, {"cos": 1.0 - dist.detach().mean(), "pairs": torch.tensor(float(len(dist)))})
+        if self.loss_kind == "scalr_l2":
+            dist = normalized_l2(point_feats, target)
+            loss = dist.mean() if len(dist) else dist.sum()  # ScaLR: every pair of the batch weighs the same
+            cos = 1.0 - dist.detach().square() / 2
+        else:
+            dist = cosine_distance(point_feats, target)
+            loss = grouped_mean(dist, pair_samples(batch), len(batch["offsets"]))
+            cos = 1.0 - dist.detach()
+        return MethodOutput(loss, {"cos": cos.mean(), "pairs": torch.tensor(float(len(dist)))})
