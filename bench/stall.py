@@ -38,6 +38,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from types import ModuleType
 from typing import IO, Sequence
 
 from train_step import REPO, build_step
@@ -79,6 +80,12 @@ def timed_steps(step, batches: list[dict], count: int, budget_s: float) -> list[
     return times
 
 
+def parallel_backend(torch: ModuleType) -> str:
+    """torch's CPU parallel backend as it reports it ("OpenMP" for the x86 wheels: libgomp)."""
+    lines = torch.__config__.parallel_info().splitlines()
+    return next((line.split(":", 1)[1].strip() for line in lines if line.startswith("ATen parallel backend")), "?")
+
+
 def ask_parent(request: str) -> None:
     """Print ``request`` for the parent and wait until it has been carried out."""
     print(request, flush=True)
@@ -106,7 +113,7 @@ def child(args: argparse.Namespace) -> None:
         ask_parent(STOP_LOAD)
     env = {k: v for k, v in os.environ.items() if k.startswith(THREADING_PREFIXES)}
     print(json.dumps({"idle_s": idle, "loaded_s": loaded, "threads": torch.get_num_threads(), "env": env,
-                      "torch": torch.__version__,
+                      "torch": torch.__version__, "parallel_backend": parallel_backend(torch),
                       "torch_loaded_before_defaults": torch_was_loaded}), flush=True)
 
 
@@ -222,7 +229,7 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--steps", type=int, default=5, help="timed steps per phase (at most, see --phase-seconds)")
     parser.add_argument("--rounds", type=int, default=2, help="idle + loaded phases per configuration")
-    parser.add_argument("--phase-seconds", type=float, default=30.0,
+    parser.add_argument("--phase-seconds", type=float, default=20.0,
                         help="end a phase after this long, even before --steps (a stalled step can take 20-60 s)")
     parser.add_argument("--load-procs", type=int, default=len(os.sched_getaffinity(0)),
                         help="busy-loop processes during the loaded phase (default: one per usable CPU)")
