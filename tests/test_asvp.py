@@ -360,6 +360,7 @@ def test_the_tool_refuses_in_one_line(tmp_path, monkeypatch, capsys) -> None:
     _fake_parts(monkeypatch, tmp_path, set())
     out = tmp_path / "study"
     run_study(load_study_config(STUDY_YAML, [f"experiment.output_dir={out}"]), ["first"])
+    monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")     # the tool's thread defaults: already set in-process
     main = runpy.run_path(str(Path(__file__).resolve().parents[1] / "tools" / "asvp_study.py"))["main"]
     for argv, expected in (([STUDY_YAML, f"experiment.output_dir={out}"], "error: .* this study is finished"),
                            ([STUDY_YAML, "encoder.asvp.layers=[vit.blocks.4,vit.blocks.5]"],
