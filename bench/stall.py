@@ -39,7 +39,7 @@ import tempfile
 import time
 from pathlib import Path
 from types import ModuleType
-from typing import IO, Sequence
+from typing import IO, Callable, Sequence
 
 from train_step import REPO, build_step
 
@@ -70,7 +70,7 @@ def cpu_model() -> str:
     return platform.processor() or platform.machine()
 
 
-def timed_steps(step, batches: list[dict], count: int, budget_s: float) -> list[float]:
+def timed_steps(step: Callable[[dict], list[float]], batches: list[dict], count: int, budget_s: float) -> list[float]:
     """Seconds of up to ``count`` steps cycling over ``batches``, stopping once ``budget_s`` have passed
     (at least one step)."""
     times: list[float] = []
@@ -95,7 +95,8 @@ def ask_parent(request: str) -> None:
 def child(args: argparse.Namespace) -> None:
     """One configuration: ``--rounds`` times an idle phase then a loaded one (the parent starts and
     stops the load on request); prints one JSON line."""
-    torch_was_loaded = "torch" in sys.modules  # the point of the exercise: must be False here
+    if "torch" in sys.modules:  # OpenMP would have read its settings already: the numbers would be void
+        raise RuntimeError("torch was imported before the child set its threading environment")
     if CONFIGS[args.config]["thread_defaults"]:
         from collab_distill.threads import set_thread_defaults
 
@@ -113,8 +114,7 @@ def child(args: argparse.Namespace) -> None:
         ask_parent(STOP_LOAD)
     env = {k: v for k, v in os.environ.items() if k.startswith(THREADING_PREFIXES)}
     print(json.dumps({"idle_s": idle, "loaded_s": loaded, "threads": torch.get_num_threads(), "env": env,
-                      "torch": torch.__version__, "parallel_backend": parallel_backend(torch),
-                      "torch_loaded_before_defaults": torch_was_loaded}), flush=True)
+                      "torch": torch.__version__, "parallel_backend": parallel_backend(torch)}), flush=True)
 
 
 def start_load(procs: int, seconds: float) -> list[subprocess.Popen]:
@@ -194,7 +194,8 @@ def markdown(report: dict) -> str:
              "idle vs old default | load avg after idle phases | after loaded phases |",
              "|---|---:|---:|---:|---:|---:|---|---|"]
     for name, r in report["results"].items():
-        after = {what: ", ".join(f"{v:.1f}" for w, v in r["load_1min"] if w == what) for what in (START_LOAD, STOP_LOAD)}
+        after = {what: ", ".join(f"{v:.1f}" for w, v in r["load_1min"] if w == what)
+                 for what in (START_LOAD, STOP_LOAD)}
         lines.append(f"| {name} | {r['threads']} | {r['idle_median_s']:.2f} s | {r['loaded_median_s']:.2f} s | "
                      f"**{r['loaded_over_idle']:.2f}x** | {r['idle_vs_old_default']:.2f}x | "
                      f"{after[START_LOAD]} | {after[STOP_LOAD]} |")

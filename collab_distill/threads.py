@@ -4,7 +4,7 @@ torch's CPU wheel runs its parallel regions and MKL's GEMMs on GNU OpenMP (``lib
 a libgomp thread that reaches the end of a parallel region spins, burning its core, until the
 slowest thread arrives. When other jobs share the cores, the thread being waited for is often the
 one the scheduler took off its core to make room for the spinner, and spconv's CPU convolutions
-issue ~1,600 small GEMMs per stage-1 step, each its own region: on 2 busy cores a step took 10-20x
+issue ~1,600 small GEMMs per stage-1 step, each its own region: on 2 busy cores a step took 5-20x
 its idle time. With ``OMP_WAIT_POLICY=PASSIVE`` a waiting thread sleeps and gives its core back
 (``bench/stall.py`` measures both; numbers in docs/benchmarks.md).
 
