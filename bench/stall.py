@@ -1,16 +1,17 @@
 #!/usr/bin/env python
 """Benchmark: does a CPU stage-1 step stall when other jobs share the cores? (target: <= 2.5x idle)
 
-One command, about 3 minutes on 2 cores. It generates the tiny synthetic world (configs/synthetic/
-tiny.yaml) in a temporary folder, then runs each OpenMP configuration in its own child process
-(OpenMP reads its settings when torch loads, so they must be in place before ``import torch``):
+One command, about 3 minutes on 2 idle cores. It generates the tiny synthetic world (configs/
+synthetic/tiny.yaml) in a temporary folder, then runs each OpenMP configuration in its own child
+process (OpenMP reads its settings when torch loads, so they must be in place before ``import torch``),
+each from an environment without any ``OMP_*``/``GOMP_*``/``MKL_*``/``KMP_*`` variable:
 
-* ``old default``: a clean environment (no ``OMP_*``/``GOMP_*``/``MKL_*``/``KMP_*``), torch's own
-  thread count, libgomp's default spinning wait: what the tools did before.
-* ``new default``: the same clean environment, then what every tool now calls first,
-  :func:`collab_distill.threads.set_thread_defaults` (``OMP_WAIT_POLICY=PASSIVE``).
-* ``1 thread``: ``OMP_NUM_THREADS=1`` plus the new defaults: the old advice, and what cutting the
-  thread count under load would give.
+* ``old default``: nothing set: torch's thread count (one per physical core), libgomp's spinning
+  wait; what the tools did before.
+* ``all cores, passive``: ``OMP_NUM_THREADS`` = the physical cores, then the tools' defaults, i.e.
+  only ``OMP_WAIT_POLICY=PASSIVE`` on top of the old thread count.
+* ``new default``: the child calls :func:`collab_distill.threads.set_thread_defaults` before importing
+  torch, as every tool does (one core less than the physical cores, at least 1; passive wait).
 
 Each child builds the stage-1 step of ``bench/train_step.py`` (teacher cache on, all six cameras as
 in the main job) and warms it up. Then, ``--rounds`` times: an idle phase, then a loaded phase with
@@ -43,15 +44,20 @@ from typing import IO, Callable, Sequence
 
 from train_step import REPO, build_step
 
+from collab_distill.threads import physical_cores, set_thread_defaults
+
 TARGET = 2.5  # loaded / idle median step of the new default
 STEP_OVERRIDES = ["method.name=stage1", "method.teacher_cache=true", "data.cameras=[all]"]
 # Variables that change OpenMP/MKL threading: none reaches a child unless its configuration sets it.
 THREADING_PREFIXES = ("OMP_", "GOMP_", "KMP_", "MKL_")
-CONFIGS: dict[str, dict] = {
-    "old default": {"thread_defaults": False, "env": {}},
-    "new default": {"thread_defaults": True, "env": {}},
-    "1 thread": {"thread_defaults": True, "env": {"OMP_NUM_THREADS": "1"}},
-}
+CONFIG_NAMES = ("old default", "all cores, passive", "new default")
+
+
+def configs(cores: int) -> dict[str, tuple[bool, dict[str, str]]]:
+    """Per configuration: whether its child calls ``set_thread_defaults()`` before importing torch, and
+    the variables its environment starts with (``cores``: the physical cores this process may use)."""
+    return {"old default": (False, {}), "all cores, passive": (True, {"OMP_NUM_THREADS": str(cores)}),
+            "new default": (True, {})}
 # A busy loop that stops by itself after argv[1] seconds, should the benchmark die without killing it.
 BUSY_LOOP = "import sys, time\nend = time.monotonic() + float(sys.argv[1])\nwhile time.monotonic() < end:\n    pass\n"
 # What a child prints when it wants the load started or stopped; it waits for the parent's answer line.
@@ -97,9 +103,7 @@ def child(args: argparse.Namespace) -> None:
     stops the load on request); prints one JSON line."""
     if "torch" in sys.modules:  # OpenMP would have read its settings already: the numbers would be void
         raise RuntimeError("torch was imported before the child set its threading environment")
-    if CONFIGS[args.config]["thread_defaults"]:
-        from collab_distill.threads import set_thread_defaults
-
+    if args.thread_defaults:
         set_thread_defaults()
     import torch
 
@@ -118,8 +122,12 @@ def child(args: argparse.Namespace) -> None:
 
 
 def start_load(procs: int, seconds: float) -> list[subprocess.Popen]:
-    """``procs`` busy-loop processes that stop by themselves after ``seconds``."""
-    return [subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(seconds)]) for _ in range(procs)]
+    """``procs`` busy-loop processes that stop by themselves after ``seconds``. They run in a session of
+    their own, like a job started from another terminal: with the kernel's autogroup scheduling, each
+    session shares the CPUs as one group, and loops in the benchmark's session would take their share
+    from the measured child alone."""
+    return [subprocess.Popen([sys.executable, "-c", BUSY_LOOP, str(seconds)], start_new_session=True)
+            for _ in range(procs)]
 
 
 def stop(procs: Sequence[subprocess.Popen]) -> None:
@@ -145,8 +153,10 @@ def run_config(name: str, info_dir: Path, args: argparse.Namespace) -> dict:
     """Run configuration ``name`` in a child with a clean threading environment, starting and stopping
     the load when it asks; its numbers and the 1-minute load average at each phase change."""
     env = {k: v for k, v in os.environ.items() if not k.startswith(THREADING_PREFIXES)}
-    env.update(CONFIGS[name]["env"], HF_HUB_OFFLINE="1")
-    cmd = [sys.executable, __file__, "--child", name, "--info-dir", str(info_dir), "--steps", str(args.steps),
+    thread_defaults, config_env = configs(physical_cores(os.sched_getaffinity(0)))[name]
+    env.update(config_env, HF_HUB_OFFLINE="1")
+    cmd = [sys.executable, __file__, "--child", name, *(["--thread-defaults"] if thread_defaults else []),
+           "--info-dir", str(info_dir), "--steps", str(args.steps),
            "--rounds", str(args.rounds), "--batch-size", str(args.batch_size),
            "--phase-seconds", str(args.phase_seconds)]
     load: list[subprocess.Popen] = []
@@ -174,7 +184,8 @@ def run_config(name: str, info_dir: Path, args: argparse.Namespace) -> dict:
 
 
 def summarise(runs: dict[str, dict]) -> dict[str, dict]:
-    """Per configuration: median idle and loaded step, loaded/idle, and idle against the old default."""
+    """Per configuration: median idle and loaded step, loaded/idle, and both medians against the old
+    default's idle one."""
     out = {}
     for name, r in runs.items():
         idle, loaded = statistics.median(r["idle_s"]), statistics.median(r["loaded_s"])
@@ -182,23 +193,24 @@ def summarise(runs: dict[str, dict]) -> dict[str, dict]:
     base = out["old default"]["idle_median_s"]
     for r in out.values():
         r["idle_vs_old_default"] = r["idle_median_s"] / base
+        r["loaded_vs_old_default_idle"] = r["loaded_median_s"] / base
     return out
 
 
 def markdown(report: dict) -> str:
     """The Markdown table and its header lines."""
-    lines = [f"CPU {report['cpu']}, {report['cpus']} CPUs usable, load average before the run "
-             f"{report['load_before']:.2f}; stage-1 step (teacher cache, all cameras), batch {report['batch_size']}; "
-             f"load: {report['load_procs']} busy-loop processes", "",
+    lines = [f"CPU {report['cpu']}, {report['cpus']} CPUs usable ({report['physical_cores']} physical cores), "
+             f"load average before the run {report['load_before']:.2f}; stage-1 step (teacher cache, all cameras), "
+             f"batch {report['batch_size']}; load: {report['load_procs']} busy-loop processes", "",
              "| configuration | threads | idle step (median) | loaded step (median) | loaded / idle | "
-             "idle vs old default | load avg after idle phases | after loaded phases |",
-             "|---|---:|---:|---:|---:|---:|---|---|"]
+             "idle vs old default | loaded vs old default idle | load avg after idle phases | after loaded phases |",
+             "|---|---:|---:|---:|---:|---:|---:|---|---|"]
     for name, r in report["results"].items():
         after = {what: ", ".join(f"{v:.1f}" for w, v in r["load_1min"] if w == what)
                  for what in (START_LOAD, STOP_LOAD)}
         lines.append(f"| {name} | {r['threads']} | {r['idle_median_s']:.2f} s | {r['loaded_median_s']:.2f} s | "
                      f"**{r['loaded_over_idle']:.2f}x** | {r['idle_vs_old_default']:.2f}x | "
-                     f"{after[START_LOAD]} | {after[STOP_LOAD]} |")
+                     f"{r['loaded_vs_old_default_idle']:.2f}x | {after[START_LOAD]} | {after[STOP_LOAD]} |")
     new = report["results"]["new default"]["loaded_over_idle"]
     lines += ["", f"Target (new default, loaded / idle <= {TARGET}x): "
                   f"{'met' if new <= TARGET else 'NOT met'} ({new:.2f}x)."]
@@ -235,10 +247,11 @@ def main() -> None:
     parser.add_argument("--load-procs", type=int, default=len(os.sched_getaffinity(0)),
                         help="busy-loop processes during the loaded phase (default: one per usable CPU)")
     parser.add_argument("--batch-size", type=int, default=2)
-    parser.add_argument("--configs", nargs="+", choices=list(CONFIGS), default=list(CONFIGS))
+    parser.add_argument("--configs", nargs="+", choices=CONFIG_NAMES, default=list(CONFIG_NAMES))
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "stall.json",
                         help="JSON output; the Markdown table goes next to it (.md)")
-    parser.add_argument("--child", choices=list(CONFIGS), dest="config", help=argparse.SUPPRESS)
+    parser.add_argument("--child", choices=CONFIG_NAMES, dest="config", help=argparse.SUPPRESS)
+    parser.add_argument("--thread-defaults", action="store_true", help=argparse.SUPPRESS)
     parser.add_argument("--info-dir", type=Path, help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.config:
@@ -254,7 +267,8 @@ def main() -> None:
         for name in args.configs:
             print(f"{name} ...", file=sys.stderr, flush=True)
             runs[name] = run_config(name, info_dir, args)
-    report = {"cpu": cpu_model(), "cpus": len(os.sched_getaffinity(0)), "load_before": load_before,
+    report = {"cpu": cpu_model(), "cpus": len(os.sched_getaffinity(0)),
+              "physical_cores": physical_cores(os.sched_getaffinity(0)), "load_before": load_before,
               "load_procs": args.load_procs, "batch_size": args.batch_size, "steps": args.steps, "rounds": args.rounds,
               "phase_seconds": args.phase_seconds, "python": platform.python_version(),
               "seconds": time.perf_counter() - start, "time": time.strftime("%Y-%m-%dT%H:%M:%S"),

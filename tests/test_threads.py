@@ -10,35 +10,56 @@ from pathlib import Path
 
 import pytest
 
-from collab_distill.threads import set_thread_defaults, thread_defaults
+from collab_distill.threads import (COUNT_VARIABLES, WAIT_VARIABLES, physical_cores, set_thread_defaults,
+                                    thread_defaults)
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = sorted((REPO / "tools").glob("*.py"))
 
 
-def test_a_clean_environment_gets_the_passive_wait_policy_only() -> None:
-    assert thread_defaults({}) == {"OMP_WAIT_POLICY": "PASSIVE"}
-    # the thread count is the user's (or torch's default): set or not, only the waiting is added
-    assert thread_defaults({"OMP_NUM_THREADS": "1"}) == {"OMP_WAIT_POLICY": "PASSIVE"}
-    assert thread_defaults({"OMP_WAIT_POLICY": ""}) == {"OMP_WAIT_POLICY": "PASSIVE"}  # empty = unset
+@pytest.mark.parametrize(("cores", "threads"), [(1, "1"), (2, "1"), (3, "2"), (16, "15")])
+def test_a_clean_environment_gets_one_core_less_and_the_passive_wait(cores: int, threads: str) -> None:
+    assert thread_defaults({}, cores) == {"OMP_NUM_THREADS": threads, "OMP_WAIT_POLICY": "PASSIVE"}
+    # an empty variable is an unset one (libgomp reads it so too)
+    assert thread_defaults({"OMP_NUM_THREADS": "", "OMP_WAIT_POLICY": ""}, cores) == thread_defaults({}, cores)
 
 
-@pytest.mark.parametrize("env", [{"OMP_WAIT_POLICY": "ACTIVE"}, {"OMP_WAIT_POLICY": "passive"},
-                                 {"GOMP_SPINCOUNT": "10000"}])
-def test_a_wait_setting_of_the_user_wins(env: dict[str, str]) -> None:
-    assert thread_defaults(env) == {}
+@pytest.mark.parametrize(("env", "added"), [
+    ({"OMP_NUM_THREADS": "2"}, {"OMP_WAIT_POLICY": "PASSIVE"}),
+    ({"MKL_NUM_THREADS": "2"}, {"OMP_WAIT_POLICY": "PASSIVE"}),  # torch would read ours before it
+    ({"OMP_WAIT_POLICY": "ACTIVE"}, {"OMP_NUM_THREADS": "3"}),
+    ({"GOMP_SPINCOUNT": "10000"}, {"OMP_NUM_THREADS": "3"}),
+    ({"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "passive"}, {}),
+])
+def test_a_setting_of_the_user_wins(env: dict[str, str], added: dict[str, str]) -> None:
+    assert thread_defaults(env, 4) == added
+
+
+def _topology(root: Path, siblings: list[str]) -> Path:
+    """A fake ``/sys/devices/system/cpu`` whose CPU ``i`` has the sibling list ``siblings[i]``."""
+    for cpu, text in enumerate(siblings):
+        (root / f"cpu{cpu}" / "topology").mkdir(parents=True)
+        (root / f"cpu{cpu}" / "topology" / "thread_siblings_list").write_text(text + "\n")
+    return root
+
+
+def test_hyperthreads_of_one_core_count_once(tmp_path: Path) -> None:
+    sysfs = _topology(tmp_path, ["0,4", "1,5", "2,6", "3,7", "0,4", "1,5", "2,6", "3,7"])
+    assert physical_cores(range(8), sysfs) == 4
+    assert physical_cores({0, 4}, sysfs) == 1  # pinned to both threads of core 0
+    assert physical_cores({0, 1, 5}, sysfs) == 2
+    assert physical_cores({0, 1, 9}, sysfs) == 3  # a CPU sysfs does not describe: count logical CPUs
 
 
 def test_set_thread_defaults_exports_them_and_warns_once_torch_is_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in ("OMP_WAIT_POLICY", "GOMP_SPINCOUNT"):
+    for name in (*COUNT_VARIABLES, *WAIT_VARIABLES):
         monkeypatch.delenv(name, raising=False)  # restored after the test
     assert "torch" in sys.modules  # conftest imports it: too late for OpenMP, so the call must say so
     with pytest.warns(UserWarning, match="after torch was imported"):
-        assert set_thread_defaults() == {"OMP_WAIT_POLICY": "PASSIVE"}
-    assert os.environ["OMP_WAIT_POLICY"] == "PASSIVE"  # what subprocesses and DataLoader workers inherit
-    monkeypatch.setenv("OMP_WAIT_POLICY", "ACTIVE")
-    assert set_thread_defaults() == {}
-    assert os.environ["OMP_WAIT_POLICY"] == "ACTIVE"
+        added = set_thread_defaults()
+    assert added["OMP_WAIT_POLICY"] == "PASSIVE" and int(added["OMP_NUM_THREADS"]) >= 1
+    assert {k: os.environ[k] for k in added} == added  # what subprocesses and DataLoader workers inherit
+    assert set_thread_defaults() == {}  # now the environment has a choice: nothing more to add
 
 
 def test_the_module_does_not_import_torch() -> None:
