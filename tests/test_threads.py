@@ -10,29 +10,48 @@ from pathlib import Path
 
 import pytest
 
-from collab_distill.threads import (COUNT_VARIABLES, WAIT_VARIABLES, physical_cores, set_thread_defaults,
-                                    thread_defaults)
+from collab_distill.threads import (COUNT_VARIABLES, WAIT_VARIABLES, physical_cores, running_elsewhere,
+                                    set_thread_defaults, thread_defaults)
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = sorted((REPO / "tools").glob("*.py"))
 
 
-@pytest.mark.parametrize(("cores", "threads"), [(1, "1"), (2, "1"), (3, "2"), (16, "15")])
-def test_a_clean_environment_gets_one_core_less_and_the_passive_wait(cores: int, threads: str) -> None:
-    assert thread_defaults({}, cores) == {"OMP_NUM_THREADS": threads, "OMP_WAIT_POLICY": "PASSIVE"}
+@pytest.mark.parametrize(("cores", "busy", "threads"), [(2, 0, "2"), (2, 1, "1"), (2, 5, "1"), (16, 2, "14"),
+                                                   (1, 0, "1")])
+def test_the_count_leaves_the_busy_cores_out_and_the_spinning_is_short(cores: int, busy: int, threads: str) -> None:
+    assert thread_defaults({}, cores, busy) == {"OMP_NUM_THREADS": threads, "GOMP_SPINCOUNT": "1000"}
     # an empty variable is an unset one (libgomp reads it so too)
-    assert thread_defaults({"OMP_NUM_THREADS": "", "OMP_WAIT_POLICY": ""}, cores) == thread_defaults({}, cores)
+    assert thread_defaults({"OMP_NUM_THREADS": "", "GOMP_SPINCOUNT": ""}, cores, busy) == \
+        thread_defaults({}, cores, busy)
 
 
 @pytest.mark.parametrize(("env", "added"), [
-    ({"OMP_NUM_THREADS": "2"}, {"OMP_WAIT_POLICY": "PASSIVE"}),
-    ({"MKL_NUM_THREADS": "2"}, {"OMP_WAIT_POLICY": "PASSIVE"}),  # torch would read ours before it
+    ({"OMP_NUM_THREADS": "2"}, {"GOMP_SPINCOUNT": "1000"}),
+    ({"MKL_NUM_THREADS": "2"}, {"GOMP_SPINCOUNT": "1000"}),  # torch would read ours before it
     ({"OMP_WAIT_POLICY": "ACTIVE"}, {"OMP_NUM_THREADS": "3"}),
+    ({"OMP_WAIT_POLICY": "PASSIVE"}, {"OMP_NUM_THREADS": "3"}),
     ({"GOMP_SPINCOUNT": "10000"}, {"OMP_NUM_THREADS": "3"}),
     ({"OMP_NUM_THREADS": "1", "OMP_WAIT_POLICY": "passive"}, {}),
 ])
 def test_a_setting_of_the_user_wins(env: dict[str, str], added: dict[str, str]) -> None:
-    assert thread_defaults(env, 4) == added
+    assert thread_defaults(env, 4, 1) == added
+
+
+@pytest.mark.parametrize(("text", "busy"), [("0.52 0.58 0.59 1/467 5324", 0), ("2.10 1.20 0.80 3/467 5324", 2),
+                                            ("9.00 9.00 9.00 12/467 5324", 11)])
+def test_running_elsewhere_counts_the_runnable_tasks_but_the_caller(tmp_path: Path, text: str, busy: int) -> None:
+    loadavg = tmp_path / "loadavg"
+    loadavg.write_text(text + "\n")
+    assert running_elsewhere(loadavg, samples=3, interval_s=0) == busy
+
+
+@pytest.mark.parametrize("text", [None, "", "garbage", "0.1 0.1 0.1 x/12 5"])
+def test_an_unreadable_loadavg_counts_nothing(tmp_path: Path, text: str | None) -> None:
+    loadavg = tmp_path / "loadavg"
+    if text is not None:
+        loadavg.write_text(text)
+    assert running_elsewhere(loadavg, samples=2, interval_s=0) == 0
 
 
 def _topology(root: Path, siblings: list[str]) -> Path:
@@ -57,7 +76,7 @@ def test_set_thread_defaults_exports_them_and_warns_once_torch_is_loaded(monkeyp
     assert "torch" in sys.modules  # conftest imports it: too late for OpenMP, so the call must say so
     with pytest.warns(UserWarning, match="after torch was imported"):
         added = set_thread_defaults()
-    assert added["OMP_WAIT_POLICY"] == "PASSIVE" and int(added["OMP_NUM_THREADS"]) >= 1
+    assert added["GOMP_SPINCOUNT"] == "1000" and int(added["OMP_NUM_THREADS"]) >= 1
     assert {k: os.environ[k] for k in added} == added  # what subprocesses and DataLoader workers inherit
     assert set_thread_defaults() == {}  # now the environment has a choice: nothing more to add
 
