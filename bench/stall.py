@@ -1,7 +1,7 @@
 #!/usr/bin/env python
 """Benchmark: does a CPU stage-1 step stall when other jobs share the cores? (target: <= 2.5x idle)
 
-One command, about 3 minutes on 2 idle cores. It generates the tiny synthetic world (configs/
+One command, about 2 minutes on 2 idle cores. It generates the tiny synthetic world (configs/
 synthetic/tiny.yaml) in a temporary folder, then runs each configuration in its own child process
 (OpenMP reads its settings when torch loads, so they must be in place before ``import torch``), each
 from an environment without any ``OMP_*``/``GOMP_*``/``MKL_*``/``KMP_*`` variable:
