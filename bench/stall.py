@@ -35,6 +35,7 @@ import argparse
 import json
 import os
 import platform
+import signal
 import statistics
 import subprocess
 import sys
@@ -257,6 +258,8 @@ def main() -> None:
         child(args)
         return
     names = [OLD, *(n for n in args.configs if n != OLD)]
+    # `kill` then unwinds like Ctrl-C, through the `finally` that kills the busy loops and the child
+    signal.signal(signal.SIGTERM, lambda *_: sys.exit(128 + signal.SIGTERM))
     load_before = os.getloadavg()[0]
     start = time.perf_counter()
     with tempfile.TemporaryDirectory() as tmp:
