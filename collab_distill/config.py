@@ -14,6 +14,7 @@ import dataclasses
 import datetime as _dt
 import difflib
 import json
+import os
 import subprocess
 import sys
 import types
@@ -405,6 +406,8 @@ def save_run_config(cfg: Any, out_dir: str | Path) -> Path:
     cfg_path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
     meta = {"git_sha": git_revision(), "command": sys.argv,
             "time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
-            "python": sys.version.split()[0]}
+            "python": sys.version.split()[0],
+            # results depend on the thread count (float reductions): record what OpenMP was given
+            "threads": {k: os.environ.get(k) for k in ("OMP_NUM_THREADS", "OMP_WAIT_POLICY", "GOMP_SPINCOUNT")}}
     (out / "run.json").write_text(json.dumps(meta, indent=2) + "\n")
     return cfg_path

@@ -28,11 +28,11 @@ always wins: ``OMP_NUM_THREADS`` (or ``MKL_NUM_THREADS``) sets the count, ``OMP_
 """
 from __future__ import annotations
 
+import logging
 import os
 import statistics
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Collection, Mapping
 
@@ -90,10 +90,12 @@ def thread_defaults(env: Mapping[str, str], cores: int, busy: int) -> dict[str, 
 def set_thread_defaults() -> dict[str, str]:
     """Add :func:`thread_defaults` for this process (its affinity mask, the tasks running now) to
     ``os.environ`` and return what was added. Call it before anything imports torch: OpenMP reads
-    these variables when torch loads it."""
+    these variables when torch loads it. Once torch is loaded (a tool run inside another program,
+    e.g. the tests), it does nothing: OpenMP has read its settings, and changing the environment
+    would only give subprocesses other settings than this process runs with."""
+    if "torch" in sys.modules:
+        logging.getLogger(__name__).debug("torch is loaded already: thread defaults left as they are")
+        return {}
     added = thread_defaults(os.environ, physical_cores(os.sched_getaffinity(0)), running_elsewhere())
-    if added and "torch" in sys.modules:
-        warnings.warn("set_thread_defaults() called after torch was imported: OpenMP has read its settings "
-                      "already, so only subprocesses get them; call it first thing in the tool", stacklevel=2)
     os.environ.update(added)
     return added

@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import os
 import re
 import subprocess
 import sys
@@ -120,6 +121,7 @@ def test_saved_config_round_trips_and_records_git_sha(tmp_path):
     save_run_config(cfg, tmp_path / "run")
     assert load_config(tmp_path / "run" / "config.yaml") == cfg
     meta = json.loads((tmp_path / "run" / "run.json").read_text())
+    assert meta["threads"]["OMP_NUM_THREADS"] == os.environ.get("OMP_NUM_THREADS")  # results depend on it
     head = subprocess.run(["git", "rev-parse", "HEAD"], cwd=REPO, capture_output=True, text=True)
     if head.returncode == 0:  # inside a git checkout with commits, the SHA must be HEAD's
         assert meta["git_sha"].split("-")[0] == head.stdout.strip()

@@ -70,15 +70,21 @@ def test_hyperthreads_of_one_core_count_once(tmp_path: Path) -> None:
     assert physical_cores({0, 1, 9}, sysfs) == 3  # a CPU sysfs does not describe: count logical CPUs
 
 
-def test_set_thread_defaults_exports_them_and_warns_once_torch_is_loaded(monkeypatch: pytest.MonkeyPatch) -> None:
-    for name in (*COUNT_VARIABLES, *WAIT_VARIABLES):
-        monkeypatch.delenv(name, raising=False)  # restored after the test
-    assert "torch" in sys.modules  # conftest imports it: too late for OpenMP, so the call must say so
-    with pytest.warns(UserWarning, match="after torch was imported"):
-        added = set_thread_defaults()
+def test_set_thread_defaults_exports_them_before_torch_and_nothing_after() -> None:
+    """In a fresh interpreter the defaults reach os.environ (what torch, DataLoader workers and
+    subprocesses read); once torch is loaded (as in this test process) the call changes nothing."""
+    code = ("import os, sys; from collab_distill.threads import set_thread_defaults; a = set_thread_defaults(); "
+            "print(a); print({k: os.environ[k] for k in a} == a); print(set_thread_defaults() == {}); "
+            "import torch; print(set_thread_defaults())")
+    env = {k: v for k, v in os.environ.items() if k not in (*COUNT_VARIABLES, *WAIT_VARIABLES)}
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, env=env, check=True,
+                         cwd=Path(__file__).resolve().parents[1]).stdout.splitlines()
+    added = ast.literal_eval(out[0])
     assert added["GOMP_SPINCOUNT"] == "1000" and int(added["OMP_NUM_THREADS"]) >= 1
-    assert {k: os.environ[k] for k in added} == added  # what subprocesses and DataLoader workers inherit
-    assert set_thread_defaults() == {}  # now the environment has a choice: nothing more to add
+    assert out[1:] == ["True", "True", "{}"]
+    assert "torch" in sys.modules
+    before = dict(os.environ)
+    assert set_thread_defaults() == {} and dict(os.environ) == before
 
 
 def test_the_module_does_not_import_torch() -> None:
