@@ -9,7 +9,6 @@ correctly too.
 from __future__ import annotations
 
 import logging
-import pickle
 from pathlib import Path
 from typing import Mapping
 
@@ -82,8 +81,9 @@ def _read_torch_file(path: Path) -> dict[str, Tensor]:
     """The state dict of a torch file, unwrapped from ``model`` / ``state_dict`` if needed."""
     try:
         obj = torch.load(path, map_location="cpu", weights_only=True)
-    # a damaged file raises RuntimeError/EOFError; a pickled object that weights_only refuses, UnpicklingError
-    except (RuntimeError, OSError, EOFError, pickle.UnpicklingError) as exc:
+    # a damaged file raises RuntimeError/EOFError; an object that weights_only refuses raises
+    # pickle.UnpicklingError, a PickleError (named through torch, so this module imports no pickle)
+    except (RuntimeError, OSError, EOFError, torch.serialization.pickle.PickleError) as exc:
         reason = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise WeightsError(f"{path}: cannot read this torch weight file ({reason})") from exc
     for key in ("model", "state_dict"):
