@@ -35,6 +35,7 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from collab_distill.data.dataset import POINT_COLUMNS
 from collab_distill.errors import UserError
 from collab_distill.geometry import compose_lidar2cam, pose_matrix
 from collab_distill.paths import UnsafePathError, join_inside, safe_name
@@ -47,7 +48,6 @@ ADVERSE_TAGS = {  # tag: words of a scene description that carry it
     "night": {"night", "nighttime"}, "rain": {"rain", "rainy", "raining"},
     "fog": {"fog", "foggy", "haze"}, "snow": {"snow", "snowy", "snowing"}}
 SPLIT_ALIASES = {"mini_train": "train", "mini_val": "val"}
-POINT_COLUMNS = 5  # nuScenes .pcd.bin: x, y, z, intensity, ring as float32
 
 
 class PrepareError(UserError, RuntimeError):

@@ -17,7 +17,8 @@ from collab_distill.config import DataConfig, load_config
 from collab_distill.models import ImageEncoder, ImageEncoderConfig, WeightsError
 from collab_distill.probe.cli import probe_main
 from collab_distill.probe.config import FolderConfig, ProbeConfig, ProbeHeadConfig, ProbeTrainConfig
-from collab_distill.probe.data import (IGNORE, FolderViews, NuScenesViews, collate_views, load_target_png,
+from collab_distill.data.taxonomy import IGNORE
+from collab_distill.probe.data import (FolderViews, NuScenesViews, collate_views, load_target_png,
                                        rasterize_points)
 from collab_distill.probe.encoder import load_encoder
 from collab_distill.probe.features import FeatureBank, precompute

@@ -8,7 +8,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from collab_distill.probe.data import IGNORE
+from collab_distill.data.taxonomy import IGNORE
 from collab_distill.probe.heads import DepthHead, LinearHead, bin_weights, expected_depth, gradient_loss, sig_loss
 from collab_distill.probe.train import upsample_to, values_at_labels
 

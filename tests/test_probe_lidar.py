@@ -9,8 +9,9 @@ import torch
 
 from collab_distill.config import load_config
 from collab_distill.data.dataset import DataFileError
+from collab_distill.data.taxonomy import IGNORE, LIDARSEG_CLASSES
 from collab_distill.models.weights import WeightsError
-from collab_distill.probe.lidar import CLASSES, IGNORE, LidarProbeConfig, evaluate, run_lidar_probe, train_head
+from collab_distill.probe.lidar import LidarProbeConfig, evaluate, run_lidar_probe, train_head
 
 
 def _split(features: torch.Tensor, labels: torch.Tensor, tags: list[tuple[str, ...]]) -> dict:
@@ -21,9 +22,9 @@ def _split(features: torch.Tensor, labels: torch.Tensor, tags: list[tuple[str, .
 
 def test_head_separates_informative_features_and_not_random_ones():
     gen = torch.Generator().manual_seed(0)
-    labels = torch.randint(0, len(CLASSES), (4000,), generator=gen)
+    labels = torch.randint(0, len(LIDARSEG_CLASSES), (4000,), generator=gen)
     labels[::17] = IGNORE
-    informative = torch.nn.functional.one_hot(labels.clamp(max=len(CLASSES) - 1), len(CLASSES)).float() * 3
+    informative = torch.nn.functional.one_hot(labels.clamp(max=len(LIDARSEG_CLASSES) - 1), len(LIDARSEG_CLASSES)).float() * 3
     informative += 0.3 * torch.randn(informative.shape, generator=gen)
     noise = torch.randn(4000, 16, generator=gen)
     cfg = LidarProbeConfig(epochs=25, lr=5e-2, batch_points=2000)

@@ -21,11 +21,10 @@ from torch.utils.data import Dataset
 
 from collab_distill.config import DataConfig, ImageAug, PointAug
 from collab_distill.data.infos import CAMERA_ORDER, InfoFileError, SampleInfo, load_infos
+from collab_distill.data.taxonomy import CONDITION_TAGS
 from collab_distill.data.transforms import augment_points, load_image, reindex_pairs, subsample
 from collab_distill.geometry import project_to_pairs
 
-#: Condition tags, in the column order of the ``conditions`` multi-hot in a batch.
-CONDITION_TAGS = ("clear", "night", "rain", "fog", "snow")
 POINT_COLUMNS = 5          # x, y, z, intensity, ring in a nuScenes .pcd.bin
 INTENSITY_SCALE = 255.0    # nuScenes intensities are 0..255
 

@@ -63,6 +63,12 @@ COARSE_CLASSES: tuple[str, ...] = (
     "ignore", "barrier", "bicycle", "bus", "car", "construction_vehicle", "motorcycle", "pedestrian",
     "traffic_cone", "trailer", "truck", "driveable_surface", "other_flat", "sidewalk", "terrain", "manmade",
     "vegetation")
+#: The 16 lidarseg evaluation classes; evaluation label ``i`` is coarse class ``i + 1``.
+LIDARSEG_CLASSES: tuple[str, ...] = COARSE_CLASSES[1:]
+#: Evaluation label of pixels and points without one of the 16 classes (unlabelled, noise, ignore).
+IGNORE = 255
+#: Condition tags, in the column order of the ``conditions`` multi-hot in a batch.
+CONDITION_TAGS: tuple[str, ...] = ("clear", "night", "rain", "fog", "snow")
 
 #: Fine category name -> coarse class name (the benchmark's mapping).
 FINE_TO_COARSE: dict[str, str] = {

@@ -29,11 +29,11 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 
 from collab_distill.config import load_config
+from collab_distill.data.taxonomy import LIDARSEG_CLASSES
 from collab_distill.defense.asvp import ASVPConfig, ASVPDefense, DefendedOutput
 from collab_distill.losses import cosine_distance
 from collab_distill.models import ImageEncoder, ImageEncoderConfig
 from collab_distill.probe.config import ProbeConfig
-from collab_distill.probe.data import LIDARSEG_CLASSES
 from collab_distill.probe.encoder import load_encoder
 from collab_distill.probe.features import precompute
 from collab_distill.probe.run import build_task, build_views

@@ -34,15 +34,12 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from collab_distill.config import DataConfig
-from collab_distill.data.dataset import CONDITION_TAGS, PairedDataset
+from collab_distill.data.dataset import PairedDataset
 from collab_distill.data.transforms import load_image
 from collab_distill.paths import safe_name
 from collab_distill.probe.config import FolderConfig, ProbeError
-from data_prep.synthetic.taxonomy import COARSE_CLASSES, NAME_TO_INDEX, fine_to_coarse_lut
+from collab_distill.data.taxonomy import CONDITION_TAGS, IGNORE, LIDARSEG_CLASSES, NAME_TO_INDEX, fine_to_coarse_lut
 
-IGNORE = 255
-#: The 16 lidarseg evaluation classes; probe label ``i`` is coarse class ``i + 1``.
-LIDARSEG_CLASSES: tuple[str, ...] = COARSE_CLASSES[1:]
 NOISE_INDEX = NAME_TO_INDEX["noise"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
 

@@ -22,8 +22,8 @@ from tqdm import tqdm
 
 from collab_distill.config import DataConfig, config_to_dict, git_revision
 from collab_distill.data.collate import Collate
-from collab_distill.data.dataset import CONDITION_TAGS, PairedDataset
-from collab_distill.data.taxonomy import COARSE_CLASSES, fine_to_coarse_lut
+from collab_distill.data.dataset import PairedDataset
+from collab_distill.data.taxonomy import CONDITION_TAGS, IGNORE, LIDARSEG_CLASSES, fine_to_coarse_lut
 from collab_distill.data.voxelize import Voxels
 from collab_distill.losses import cosine_distance
 from collab_distill.models import sample_features
@@ -33,9 +33,7 @@ from collab_distill.probe.metrics import MIOU_CONVENTION, ConfusionMatrix
 from collab_distill.probe.results import finite_or_none
 from collab_distill.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
-CLASSES = COARSE_CLASSES[1:]  # the 16 evaluation classes; coarse 0 is "ignore"
 POINT_WEIGHTS_SETTING = "--point-weights (config key point_weights)"  # how a user sets it, for errors
-IGNORE = 255
 
 
 @dataclass
@@ -119,7 +117,7 @@ def train_head(features: Tensor, labels: Tensor, cfg: LidarProbeConfig, progress
     keep = labels != IGNORE
     x, y = features[keep], labels[keep]
     gen = torch.Generator().manual_seed(cfg.seed)
-    head = nn.Sequential(nn.BatchNorm1d(x.shape[1]), nn.Linear(x.shape[1], len(CLASSES)))
+    head = nn.Sequential(nn.BatchNorm1d(x.shape[1]), nn.Linear(x.shape[1], len(LIDARSEG_CLASSES)))
     nn.init.zeros_(head[1].weight)
     nn.init.zeros_(head[1].bias)
     optimizer = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
@@ -148,12 +146,12 @@ def evaluate(head: nn.Module, split: dict[str, Any]) -> dict[str, Any]:
     out = {}
     for name in ["all", *[t for t in CONDITION_TAGS if t in groups]]:
         mask = torch.isin(split["sample"], torch.tensor(groups[name]))
-        cm = ConfusionMatrix(len(CLASSES), IGNORE)
+        cm = ConfusionMatrix(len(LIDARSEG_CLASSES), IGNORE)
         cm.update(pred[mask], split["labels"][mask])
         cos = [split["cosine"][i] for i in groups[name]] if split["cosine"] else []
         out[name] = {"miou": finite_or_none(cm.miou()), "accuracy": finite_or_none(cm.accuracy()),
                      "points": cm.total, "samples": len(groups[name]),
-                     "iou": {c: finite_or_none(v) for c, v in zip(CLASSES, cm.iou().tolist())},
+                     "iou": {c: finite_or_none(v) for c, v in zip(LIDARSEG_CLASSES, cm.iou().tolist())},
                      "stage1_teacher_cosine": finite_or_none(sum(cos) / len(cos)) if cos else None}
     return out
 
@@ -168,7 +166,7 @@ def run_lidar_probe(cfg: LidarProbeConfig, name: str, progress: bool = True) -> 
     head = train_head(train["features"], train["labels"], cfg, progress)
     return {"name": name, "task": "lidar_seg", "protocol": "linear (per point)",
             "encoder": {"weights": cfg.point_weights or "random init (floor)", "architecture": "spconv UNet"},
-            "results": evaluate(head, val), "classes": list(CLASSES),
+            "results": evaluate(head, val), "classes": list(LIDARSEG_CLASSES),
             "recipe": {"head": "BatchNorm1d + zero-initialised Linear", "loss": "cross-entropy",
                        "miou": MIOU_CONVENTION, "optimizer": "AdamW + cosine", "epochs": cfg.epochs, "lr": cfg.lr,
                        "weight_decay": cfg.weight_decay, "batch_points": cfg.batch_points, "seed": cfg.seed,

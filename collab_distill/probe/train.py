@@ -13,11 +13,10 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from collab_distill.data.dataset import CONDITION_TAGS
+from collab_distill.data.taxonomy import CONDITION_TAGS, IGNORE
 from collab_distill.engine.optim import WarmupCosine
 from collab_distill.models import sample_features
 from collab_distill.probe.config import ProbeHeadConfig, ProbeTrainConfig
-from collab_distill.probe.data import IGNORE
 from collab_distill.probe.features import FeatureBank
 from collab_distill.probe.heads import DepthHead, LinearHead, gradient_loss, resize_bilinear, sig_loss
 from collab_distill.probe.metrics import ConfusionMatrix, DepthMetrics

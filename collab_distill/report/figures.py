@@ -18,7 +18,7 @@ import numpy as np  # noqa: E402
 import torch  # noqa: E402
 from torch import Tensor  # noqa: E402
 
-from collab_distill.probe.data import IGNORE  # noqa: E402
+from collab_distill.data.taxonomy import IGNORE  # noqa: E402
 from collab_distill.probe.showcase import Showcase, condition_key  # noqa: E402
 from collab_distill.report.tables import SECTION_BY_KEY  # noqa: E402
 

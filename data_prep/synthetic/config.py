@@ -12,10 +12,9 @@ from pathlib import Path
 from typing import Annotated
 
 from collab_distill.config import ConfigError, check_config
+from collab_distill.data.taxonomy import CONDITION_TAGS  # a condition is made of these words: clear alone, or night and/or one weather
 from collab_distill.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range
 
-#: Words a condition is made of. ``clear`` stands alone; ``night`` combines with one weather word.
-CONDITION_WORDS = ("clear", "night", "rain", "fog", "snow")
 WEATHERS = ("rain", "fog", "snow")
 VERSIONS = ("v1.0-mini", "v1.0-trainval")
 MAX_IMAGE_SIZE = (1600, 900)
@@ -36,9 +35,9 @@ class Condition:
     def parse(cls, text: str) -> "Condition":
         """Parse ``"night+rain"``-style text; raise :class:`ConfigError` naming the bad word."""
         words = [w.strip().lower() for w in str(text).split("+")]
-        unknown = [w for w in words if w not in CONDITION_WORDS]
+        unknown = [w for w in words if w not in CONDITION_TAGS]
         if unknown or not words:
-            raise ConfigError(f"unknown condition '{text}' (use {', '.join(CONDITION_WORDS)}, "
+            raise ConfigError(f"unknown condition '{text}' (use {', '.join(CONDITION_TAGS)}, "
                               f"or night+<weather>, e.g. night+rain)")
         weathers = [w for w in words if w in WEATHERS]
         if len(weathers) > 1 or len(set(words)) != len(words) or ("clear" in words and len(words) > 1):
