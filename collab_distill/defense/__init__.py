@@ -3,8 +3,8 @@
 Modules: ``asvp`` (the perturbation and the teacher wrapper), ``encoder_study`` (the defense on a
 ViT encoder, scored with the linear probe), ``study`` (``tools/asvp_study.py``: data, both parts, tables).
 """
-from .asvp import (ASVPConfig, ASVPDefense, DefendedOutput, Placement, Solver, Spectrum, View, adaptive_rank,
-                   as_matrices, perturb, short_side, spectrum)
+from .asvp import (PLACEMENTS, UNDEFENDED, ASVPConfig, ASVPDefense, DefendedOutput, Placement, Solver, Spectrum,
+                   View, adaptive_rank, as_matrices, perturb, short_side, spectrum)
 
-__all__ = ["ASVPConfig", "ASVPDefense", "DefendedOutput", "Placement", "Solver", "Spectrum", "View", "adaptive_rank",
-           "as_matrices", "perturb", "short_side", "spectrum"]
+__all__ = ["PLACEMENTS", "UNDEFENDED", "ASVPConfig", "ASVPDefense", "DefendedOutput", "Placement", "Solver",
+           "Spectrum", "View", "adaptive_rank", "as_matrices", "perturb", "short_side", "spectrum"]

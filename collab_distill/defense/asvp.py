@@ -38,12 +38,14 @@ import contextlib
 import difflib
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
 import torch
 from torch import Tensor, nn
 
 Placement = Literal["inline", "exposed"]
+PLACEMENTS: tuple[Placement, ...] = get_args(Placement)  # the order the studies report them in
+UNDEFENDED = "undefended"  # the studies' label of the teacher without the defense
 Solver = Literal["svd", "gram", "lowrank"]
 View = Literal["channels", "spatial"]
 

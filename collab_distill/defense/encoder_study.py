@@ -30,7 +30,7 @@ from torch import Tensor, nn
 
 from collab_distill.config import load_config
 from collab_distill.data.taxonomy import LIDARSEG_CLASSES
-from collab_distill.defense.asvp import ASVPConfig, ASVPDefense, DefendedOutput
+from collab_distill.defense.asvp import PLACEMENTS, UNDEFENDED, ASVPConfig, ASVPDefense, DefendedOutput
 from collab_distill.losses import cosine_distance
 from collab_distill.models import ImageEncoder, ImageEncoderConfig
 from collab_distill.probe.config import ProbeConfig
@@ -42,8 +42,6 @@ from collab_distill.ranges import PositiveFloat, PositiveInt
 from collab_distill.restoration.distill import record_outputs
 
 log = logging.getLogger(__name__)
-PLACEMENTS = ("inline", "exposed")
-UNDEFENDED = "undefended"
 
 
 @dataclass

@@ -22,7 +22,7 @@ from typing import Any
 
 import torch
 
-from collab_distill.defense import ASVPConfig, ASVPDefense, as_matrices, perturb, spectrum
+from collab_distill.defense import PLACEMENTS, UNDEFENDED, ASVPConfig, ASVPDefense, as_matrices, perturb, spectrum
 from collab_distill.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 from collab_distill.restoration.data import PairedImages, load_task
 from collab_distill.restoration.distill import (Attacker, Source, TrainSettings, distill_lockstep, evaluate,
@@ -30,8 +30,6 @@ from collab_distill.restoration.distill import (Attacker, Source, TrainSettings,
 from collab_distill.restoration.unet import STAGES, UNet
 
 log = logging.getLogger(__name__)
-PLACEMENTS = ("inline", "exposed")
-UNDEFENDED = "undefended"
 
 
 @dataclass
