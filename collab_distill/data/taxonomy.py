@@ -94,3 +94,10 @@ def fine_to_coarse_lut() -> np.ndarray:
     """``(32,)`` uint8 lookup table: fine lidarseg index -> coarse (16-class + ignore) index."""
     coarse_index = {name: i for i, name in enumerate(COARSE_CLASSES)}
     return np.array([coarse_index[FINE_TO_COARSE[name]] for name in CATEGORY_NAMES], dtype=np.uint8)
+
+
+def fine_to_eval_lut() -> np.ndarray:
+    """``(32,)`` int64 lookup table: fine lidarseg index -> evaluation label 0..15
+    (:data:`LIDARSEG_CLASSES`), or :data:`IGNORE` for the coarse ``ignore`` class."""
+    coarse = fine_to_coarse_lut().astype(np.int64)
+    return np.where(coarse == 0, IGNORE, coarse - 1)

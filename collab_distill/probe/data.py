@@ -38,7 +38,7 @@ from collab_distill.data.dataset import PairedDataset
 from collab_distill.data.transforms import load_image
 from collab_distill.paths import safe_name
 from collab_distill.probe.config import FolderConfig, ProbeError
-from collab_distill.data.taxonomy import CONDITION_TAGS, IGNORE, LIDARSEG_CLASSES, NAME_TO_INDEX, fine_to_coarse_lut
+from collab_distill.data.taxonomy import CONDITION_TAGS, IGNORE, LIDARSEG_CLASSES, NAME_TO_INDEX, fine_to_eval_lut
 
 NOISE_INDEX = NAME_TO_INDEX["noise"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
@@ -124,8 +124,7 @@ class NuScenesViews(Dataset):
         self.size = tuple(data.image_size)
         self.drop_noise_depth = drop_noise_depth
         self.with_reference = with_reference
-        lut = torch.from_numpy(fine_to_coarse_lut().astype(np.int64)) - 1
-        self.lut = torch.where(lut < 0, IGNORE, lut)  # fine index -> probe class, ignore -> IGNORE
+        self.lut = torch.from_numpy(fine_to_eval_lut())  # fine index -> probe class, ignore -> IGNORE
 
     def __len__(self) -> int:
         return len(self.pairs)

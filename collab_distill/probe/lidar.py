@@ -23,7 +23,7 @@ from tqdm import tqdm
 from collab_distill.config import DataConfig, config_to_dict, git_revision
 from collab_distill.data.collate import Collate
 from collab_distill.data.dataset import PairedDataset
-from collab_distill.data.taxonomy import CONDITION_TAGS, IGNORE, LIDARSEG_CLASSES, fine_to_coarse_lut
+from collab_distill.data.taxonomy import CONDITION_TAGS, IGNORE, LIDARSEG_CLASSES, fine_to_eval_lut
 from collab_distill.data.voxelize import Voxels
 from collab_distill.losses import cosine_distance
 from collab_distill.models import sample_features
@@ -52,12 +52,6 @@ class LidarProbeConfig:
     batch_points: PositiveInt = 65536  # points per optimiser step
     seed: NonNegativeInt = 0
     agreement: bool = True             # also compute the stage-1 / teacher cosine per condition
-
-
-def _lut() -> Tensor:
-    """Fine lidarseg index -> probe class 0..15, or IGNORE."""
-    coarse = torch.from_numpy(fine_to_coarse_lut().astype("int64"))
-    return torch.where(coarse == 0, torch.full_like(coarse, IGNORE), coarse - 1)
 
 
 def _split_data(cfg: LidarProbeConfig, split: str) -> DataConfig:
@@ -94,7 +88,7 @@ def extract(method: nn.Module, data: DataConfig, seed: int, agreement: bool, pro
     if any(s.lidarseg_path is None for s in dataset.samples):
         raise ProbeError(f"{data.info_dir}: the {data.split} split has samples without lidarseg labels; "
                          "the 3D probe needs a dataset with lidarseg")
-    collate, lut = Collate(data.voxel_size), _lut()
+    collate, lut = Collate(data.voxel_size), torch.from_numpy(fine_to_eval_lut())
     feats, labels, owner, tags, cosines = [], [], [], [], []
     for i in tqdm(range(len(dataset)), desc=f"features ({data.split})", disable=not progress):
         batch = collate([dataset[i]])
