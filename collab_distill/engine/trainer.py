@@ -27,6 +27,7 @@ from collab_distill.engine.output import run_folder
 from collab_distill.engine.sampler import GlobalBatchSchedule
 from collab_distill.errors import UserError
 from collab_distill.methods.base import Method
+from collab_distill.models.weights import NonFiniteWeightsError, check_finite_weights, nonfinite_names
 
 log = logging.getLogger(__name__)
 
@@ -176,6 +177,16 @@ def _optimizer_step(acc: Any, model: nn.Module, batches: Iterator[dict], train_c
     return sums, skip
 
 
+def _check_finite_everywhere(acc: Any, method: Method, what: str) -> None:
+    """Raise :class:`NonFiniteWeightsError` on every process when any process's weights hold a NaN or an
+    infinity: a check on the main process alone (in ``save_checkpoint``) would leave the others waiting
+    at the next barrier."""
+    state = method.checkpoint_state()
+    if acc.reduce(torch.tensor(float(bool(nonfinite_names(state))), device=acc.device), "sum") > 0:
+        check_finite_weights(state, what)  # names the tensors where this process sees them
+        raise NonFiniteWeightsError(f"{what}: training diverged on another process; nothing was saved")
+
+
 def train(method: Method, dataset: Dataset, collate: Callable[[list], dict], train_cfg: TrainConfig,
           optim_cfg: OptimConfig, out_dir: str | Path, seed: int, resume: str = "", run_config: Any = None,
           vit_depth: int = 0, progress: bool = True, overwrite: bool = False) -> TrainResult:
@@ -247,6 +258,7 @@ def train(method: Method, dataset: Dataset, collate: Callable[[list], dict], tra
             if acc.is_main_process and (step % train_cfg.log_every == 0 or step == total_steps):
                 run_log.step(step, logs, (step - start) / (time.perf_counter() - t0))
             if (train_cfg.ckpt_every and step % train_cfg.ckpt_every == 0) or step == total_steps:
+                _check_finite_everywhere(acc, unwrapped, f"{folder.work} at step {step}")
                 acc.wait_for_everyone()
                 if acc.is_main_process:
                     save_checkpoint(folder.work, step, unwrapped.checkpoint_state(), optimizer, scheduler,
