@@ -20,6 +20,19 @@ class UnsafePathError(UserError, ValueError):
     """A data set string that would name no file, or a file outside the folder it belongs to."""
 
 
+class ExistingOutputError(UserError, FileExistsError):
+    """A finished output (a result, a report) that a command would replace without being asked."""
+
+
+def refuse_overwrite(path: str | Path, overwrite: bool) -> None:
+    """Raise :class:`ExistingOutputError` when ``path`` exists and ``overwrite`` was not asked for.
+
+    Called before the work that would replace it, so a refusal costs nothing."""
+    if Path(path).exists() and not overwrite:
+        raise ExistingOutputError(f"{path} exists (a finished output); pass --overwrite to replace it, or write "
+                                  "to another place")
+
+
 def safe_name(text: str) -> str:
     """``text`` as one file-name component: every character outside ``[A-Za-z0-9._-]`` becomes ``_``.
 

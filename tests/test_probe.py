@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader
 
 from collab_distill.config import DataConfig, load_config
 from collab_distill.models import ImageEncoder, ImageEncoderConfig, WeightsError
+from collab_distill.paths import ExistingOutputError
 from collab_distill.probe.cli import probe_main
 from collab_distill.probe.config import FolderConfig, ProbeConfig, ProbeHeadConfig, ProbeTrainConfig
 from collab_distill.data.taxonomy import IGNORE
@@ -158,6 +159,10 @@ def test_probe_run_writes_metrics_per_condition_and_the_recipe(synthetic_infos, 
         assert key in recipe
     assert recipe["image_size"] == [56, 112] and recipe["iterations"] == 10 and recipe["train_images"] == 12
     assert ("miou" in recipe) == (task == "seg")  # the mIoU convention is part of the recipe
+    before = (tmp_path / "teacher" / f"{task}.json").read_bytes()
+    with pytest.raises(ExistingOutputError, match=rf"{task}.json exists.*--overwrite"):
+        run_probe(cfg, progress=False)  # a finished result is never replaced unasked
+    assert (tmp_path / "teacher" / f"{task}.json").read_bytes() == before
     assert saved["encoder"]["weights"] == "random" and saved["config"]["task"] == task
     res = saved["results"]
     assert res["night"]["images"] == res["rain"]["images"] == res["all"]["images"] == 12

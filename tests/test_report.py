@@ -12,6 +12,7 @@ import pytest
 import torch
 from PIL import Image
 
+from collab_distill.paths import ExistingOutputError
 from collab_distill.probe.results import ResultError, write_result
 from collab_distill.probe.showcase import Showcase
 from collab_distill.report import ReportError, build_report, find_results
@@ -235,3 +236,12 @@ def test_seed_summary_names_a_missing_report(tmp_path):
 
     with pytest.raises(ReportError, match="seed1"):
         write_seed_summary([tmp_path / "seed1" / "report" / "report.json"], tmp_path / "seeds")
+
+
+def test_an_existing_report_is_replaced_only_when_asked(built):
+    _, made, out = built
+    before = made["markdown"].read_bytes()
+    with pytest.raises(ExistingOutputError, match="report.md exists.*--overwrite"):
+        build_report([out.parent], out)
+    assert made["markdown"].read_bytes() == before
+    assert build_report([out.parent], out, overwrite=True)["markdown"] == made["markdown"]

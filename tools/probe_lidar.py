@@ -17,6 +17,7 @@ from pathlib import Path
 from collab_distill.cli import OVERRIDE_HELP, add_debug_arg, setup_logging, user_errors
 from collab_distill.config import load_config
 from collab_distill.probe.lidar import LidarProbeConfig, run_lidar_probe
+from collab_distill.paths import refuse_overwrite
 from collab_distill.probe.results import write_result
 
 
@@ -27,12 +28,14 @@ def main() -> None:
                         help="a stage-1 weights/ folder; omit for the randomly initialised floor")
     parser.add_argument("--name", default=None, help="row label in the report (default: from --point-weights)")
     parser.add_argument("--out", type=Path, required=True, help="result JSON to write")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDE_HELP)
     add_debug_arg(parser)
     args = parser.parse_args()
     setup_logging()
     overrides = list(args.overrides) + ([f"point_weights={args.point_weights}"] if args.point_weights else [])
     with user_errors(args.debug):  # config, info, data and weight file errors: one line, exit 2
+        refuse_overwrite(args.out, args.overwrite)
         cfg = load_config(args.config, overrides, schema=LidarProbeConfig)
         name = args.name or (Path(cfg.point_weights).parent.name if cfg.point_weights else "random init")
         result = run_lidar_probe(cfg, name)

@@ -11,10 +11,9 @@ Examples:
 """
 from collab_distill.threads import set_thread_defaults; set_thread_defaults()  # noqa: E702 (before torch loads)
 import argparse
-import sys
 
-from collab_distill.probe.results import ResultError
-from collab_distill.report import ReportError, build_report
+from collab_distill.cli import add_debug_arg, user_errors
+from collab_distill.report import build_report
 
 
 def main() -> None:
@@ -24,12 +23,11 @@ def main() -> None:
     parser.add_argument("--out", default="reports/probes", help="output folder (default: %(default)s)")
     parser.add_argument("--order", default="", help="comma-separated order of the table rows (default: teacher, "
                                                     "teacher_plus, asymmetric, self_distill, stage2, others)")
+    parser.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
+    add_debug_arg(parser)
     args = parser.parse_args()
-    try:
-        made = build_report(args.inputs, args.out, [m for m in args.order.split(",") if m] or None)
-    except (ReportError, ResultError) as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        raise SystemExit(2) from None
+    with user_errors(args.debug):  # unreadable results, a report already in --out: one line, exit 2
+        made = build_report(args.inputs, args.out, [m for m in args.order.split(",") if m] or None, args.overwrite)
     print(f"report: {made['markdown']} ({len(made) - 2} figures)")
 
 

@@ -5,9 +5,8 @@ import argparse
 import sys
 
 from collab_distill.cli import setup_logging
-from collab_distill.config import ConfigError, load_config
-from collab_distill.data.infos import InfoFileError
-from collab_distill.models import WeightsError
+from collab_distill.config import load_config
+from collab_distill.errors import UserError
 from collab_distill.probe.config import ProbeConfig, ProbeError
 
 USAGE = """
@@ -35,6 +34,7 @@ def probe_main(doc: str, tool: str, task: str, default_config: str, argv: list[s
     parser.add_argument("--teacher", help="teacher weights (model.image.weights): fidelity reference")
     parser.add_argument("--name", help="result label (default: the run folder of --encoder, or 'teacher')")
     parser.add_argument("--out", help="output folder (experiment.output_dir); results go to OUT/NAME/")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing result of the same name")
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDES)
     args = parser.parse_args(argv)
@@ -48,8 +48,9 @@ def probe_main(doc: str, tool: str, task: str, default_config: str, argv: list[s
         cfg = load_config(args.config, overrides, schema=ProbeConfig)
         if cfg.task != task:
             raise ProbeError(f"{args.config} is a '{cfg.task}' probe config; {tool} runs '{task}' probes")
-        result = run_probe(cfg, progress=not args.no_progress, command=[tool, *(argv or sys.argv[1:])])
-    except (ConfigError, ProbeError, InfoFileError, WeightsError, FileNotFoundError) as exc:
+        result = run_probe(cfg, progress=not args.no_progress, command=[tool, *(argv or sys.argv[1:])],
+                           overwrite=args.overwrite)
+    except (UserError, FileNotFoundError) as exc:  # config, info, weights, existing result: one line
         print(f"error: {exc}", file=sys.stderr)
         raise SystemExit(2) from None
     print(summary_line(result))

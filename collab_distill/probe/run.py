@@ -15,6 +15,7 @@ from torch.utils.data import DataLoader, Dataset, Subset
 
 from collab_distill.config import config_to_dict, git_revision
 from collab_distill.models import ImageEncoder
+from collab_distill.paths import refuse_overwrite
 from collab_distill.probe.config import ProbeConfig, ProbeError, check_probe_config, protocol_name
 from collab_distill.probe.data import FolderViews, NuScenesViews, ProbeView, ViewCache, collate_views
 from collab_distill.probe.encoder import describe_weights, load_encoder
@@ -86,10 +87,11 @@ def build_task(cfg: ProbeConfig, classes: tuple[str, ...]) -> ProbeTask:
 
 
 def run_probe(cfg: ProbeConfig, progress: bool = True, command: list[str] | None = None,
-              cache: ViewCache | None = None) -> dict[str, Any]:
+              cache: ViewCache | None = None, overwrite: bool = False) -> dict[str, Any]:
     """Run the probe of ``cfg`` and write ``<task>.json``, ``<task>_config.yaml`` and (with
     ``eval.showcase``) ``<task>_showcase.safetensors`` to ``<experiment.output_dir>/<name>/``.
-    ``cache`` keeps the views in memory for the next probe run of the same process.
+    ``cache`` keeps the views in memory for the next probe run of the same process. An existing
+    ``<task>.json`` there is refused (:class:`~collab_distill.paths.ExistingOutputError`) unless ``overwrite``.
 
     Returns:
         the result dict (schema in :mod:`collab_distill.probe.results`).
@@ -99,6 +101,7 @@ def run_probe(cfg: ProbeConfig, progress: bool = True, command: list[str] | None
     name, weights, size = probe_name(cfg), encoder_weights(cfg), tuple(cfg.data.image_size)
     seed = cfg.experiment.seed
     out_dir = Path(cfg.experiment.output_dir) / name
+    refuse_overwrite(out_dir / f"{cfg.task}.json", overwrite)
     train_set = _subset(build_views(cfg, train=True, cache=cache), cfg.train.max_samples, seed)
     eval_set = build_views(cfg, train=False, cache=cache)
     classes = tuple(getattr(eval_set, "classes", ())) if cfg.task == "seg" else ()

@@ -14,6 +14,7 @@ from typing import Any
 
 import torch
 
+from collab_distill.paths import refuse_overwrite
 from collab_distill.probe.results import RESULT_SCHEMA, TASKS
 from collab_distill.probe.showcase import Showcase
 from collab_distill.report import figures
@@ -86,9 +87,13 @@ def _subset(show: Showcase, names: list[str]) -> Showcase:
     return dataclasses.replace(show, names=names, tags=[show.tags[i] for i in index.tolist()], **tensors)
 
 
-def build_report(inputs: list[str | Path], out_dir: str | Path, order: list[str] | None = None) -> dict[str, Path]:
-    """Write ``report.json``, ``report.md`` and the PNGs to ``out_dir``; returns their paths by name."""
+def build_report(inputs: list[str | Path], out_dir: str | Path, order: list[str] | None = None,
+                 overwrite: bool = False) -> dict[str, Path]:
+    """Write ``report.json``, ``report.md`` and the PNGs to ``out_dir``; returns their paths by name.
+    A report already in ``out_dir`` is refused (:class:`~collab_distill.paths.ExistingOutputError`)
+    unless ``overwrite``."""
     out = Path(out_dir)
+    refuse_overwrite(out / "report.md", overwrite)
     out.mkdir(parents=True, exist_ok=True)
     report = collect([str(p) for p in find_results(inputs)], order)
     made: dict[str, Path] = {}
