@@ -1,5 +1,6 @@
 """ASVP, Adaptive Singular Value Perturbation: a run-time defense of a released teacher against
-unauthorised distillation (``shared/docs/papers.md`` §4; Hu, Zheng, Lyu, arXiv 2510.08925).
+unauthorised distillation (Hu, Zheng, Lyu, "Defense against Unauthorized Distillation in Image
+Restoration via Feature Space Perturbation", arXiv 2510.08925).
 
 Each sample's feature tensor is read as a matrix ``A``: a ``(B, C, H, W)`` map as ``C x (H*W)``,
 a ``(B, N, D)`` token sequence as ``N x D``. With ``A = U diag(sigma) V^T``
