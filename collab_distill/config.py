@@ -25,19 +25,13 @@ from typing import Annotated, Any, Literal, TypeVar, Union
 
 import yaml
 
-from collab_distill.errors import UserError
+from collab_distill.errors import ConfigError
 from collab_distill.models.config import ModelConfig
 from collab_distill.ranges import (Momentum, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range,
                                    Severity, UnitInterval)
 
 T = TypeVar("T")
 BASE_KEY = "base"
-
-
-class ConfigError(UserError, ValueError):
-    """A configuration problem; its message is one line naming the key and the file."""
-
-    label = "config error"
 
 
 # --------------------------------------------------------------------------------------------

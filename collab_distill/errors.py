@@ -21,3 +21,12 @@ class UserError(Exception):
             self.args = (wrapped.rstrip().rsplit("\n", 1)[-1].split(": ", 1)[-1],)
             if hasattr(self, "add_note"):  # Python >= 3.11
                 self.add_note(wrapped)
+
+
+class ConfigError(UserError, ValueError):
+    """A configuration problem; its message is one line naming the key and the file.
+
+    Defined here (not in :mod:`collab_distill.config`, which re-exports it) so that the light modules the
+    config loader imports, such as the method registry, can raise it without an import cycle."""
+
+    label = "config error"
