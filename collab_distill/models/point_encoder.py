@@ -10,6 +10,8 @@ Input is the voxelisation of :mod:`collab_distill.data.voxelize` (done by the co
 """
 from __future__ import annotations
 
+import logging
+
 import spconv.pytorch as sp
 import torch
 from torch import Tensor, nn
@@ -18,6 +20,13 @@ from ..data.voxelize import GRID_ALIGN, Voxels
 from .config import PointEncoderConfig
 from .frozen import FreezableModule
 from .sparse_layers import down_conv, norm, stage, subm_conv, sync_algo, up_conv
+
+# spconv's SparseConvTensor is a torch.fx ``ProxyableClassMeta`` class, so building one calls
+# ``torch.fx.is_fx_tracing()``, which logs (once, through logging, not ``warnings``) a deprecation notice
+# addressed to spconv's authors, in the middle of the first training progress bar. Drop exactly that
+# record; every other torch.fx message still shows.
+logging.getLogger("torch.fx._symbolic_trace").addFilter(
+    lambda record: not record.getMessage().startswith("is_fx_tracing will return true"))
 
 
 class PointEncoder(FreezableModule):
