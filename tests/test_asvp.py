@@ -19,12 +19,12 @@ from torch import nn
 from collab_distill.config import config_to_dict
 from collab_distill.defense import ASVPConfig, ASVPDefense, adaptive_rank, as_matrices, perturb, spectrum
 from collab_distill.defense import study
+from collab_distill.defense.restoration.data import PairedImages, random_crops
+from collab_distill.defense.restoration.distill import (Attacker, TrainSettings, distill_lockstep, plain_source,
+                                                        record_outputs)
+from collab_distill.defense.restoration.metrics import psnr, ssim
+from collab_distill.defense.restoration.unet import UNet
 from collab_distill.defense.study import StudyError, load_study_config, prepare_data, run_study
-from collab_distill.restoration.data import PairedImages, random_crops
-from collab_distill.restoration.distill import (Attacker, TrainSettings, distill_lockstep, plain_source,
-                                                record_outputs)
-from collab_distill.restoration.metrics import psnr, ssim
-from collab_distill.restoration.unet import UNet
 
 SOLVERS = ["svd", "gram", "lowrank"]
 #: (B, C, H, W) maps in both orientations (C < H*W and C > H*W) and (B, N, D) tokens (N > D and N < D).

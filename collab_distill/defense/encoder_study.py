@@ -31,6 +31,7 @@ from torch import Tensor, nn
 from collab_distill.config import load_config
 from collab_distill.data.taxonomy import LIDARSEG_CLASSES
 from collab_distill.defense.asvp import PLACEMENTS, UNDEFENDED, ASVPConfig, ASVPDefense, DefendedOutput
+from collab_distill.defense.restoration.distill import record_outputs
 from collab_distill.losses import cosine_distance
 from collab_distill.models import ImageEncoder, ImageEncoderConfig
 from collab_distill.probe.config import ProbeConfig
@@ -39,7 +40,6 @@ from collab_distill.probe.features import precompute
 from collab_distill.probe.run import build_task, build_views
 from collab_distill.probe.train import evaluate, train_head
 from collab_distill.ranges import PositiveFloat, PositiveInt
-from collab_distill.restoration.distill import record_outputs
 
 log = logging.getLogger(__name__)
 

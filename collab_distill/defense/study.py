@@ -31,7 +31,7 @@ from collab_distill.config import ConfigError, ExperimentConfig, config_to_dict,
 from collab_distill.defense.encoder_study import EncoderStudyConfig, encoder_markdown, run_encoder_study
 from collab_distill.errors import UserError
 from collab_distill.ranges import PositiveInt
-from collab_distill.restoration.study import RestorationStudyConfig, restoration_markdown, run_restoration_study
+from collab_distill.defense.restoration.study import RestorationStudyConfig, restoration_markdown, run_restoration_study
 from data_prep.synthetic.config import MARKER, SyntheticConfig
 
 log = logging.getLogger(__name__)

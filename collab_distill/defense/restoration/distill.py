@@ -18,10 +18,10 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor, nn
 
-from collab_distill.defense import DefendedOutput
+from collab_distill.defense.asvp import DefendedOutput
+from collab_distill.defense.restoration.data import PairedImages, random_crops
+from collab_distill.defense.restoration.metrics import psnr, ssim
 from collab_distill.ranges import PositiveFloat, PositiveInt
-from collab_distill.restoration.data import PairedImages, random_crops
-from collab_distill.restoration.metrics import psnr, ssim
 
 #: A teacher as the attacker sees it: degraded images ``(B, 3, H, W)`` -> output and exposed features.
 Source = Callable[[Tensor], DefendedOutput]

@@ -1,7 +1,7 @@
 """The ASVP restoration study: per task, train a teacher, defend it, let an attacker distill students.
 
 Per task (``fog`` dehazing, ``rain`` deraining, ``night`` low-light enhancement) on the synthetic
-pairs of :mod:`collab_distill.restoration.data`:
+pairs of :mod:`collab_distill.defense.restoration.data`:
 
 1. train a compact UNet teacher on the training scenes (L1 to the clear render);
 2. score it on the test scene with and without ASVP, for each placement (``inline``: perturbed
@@ -22,12 +22,13 @@ from typing import Any
 
 import torch
 
-from collab_distill.defense import PLACEMENTS, UNDEFENDED, ASVPConfig, ASVPDefense, as_matrices, perturb, spectrum
+from collab_distill.defense.asvp import (PLACEMENTS, UNDEFENDED, ASVPConfig, ASVPDefense, as_matrices, perturb,
+                                        spectrum)
+from collab_distill.defense.restoration.data import PairedImages, load_task
+from collab_distill.defense.restoration.distill import (Attacker, Source, TrainSettings, distill_lockstep, evaluate,
+                                                        plain_source, record_outputs, train_restorer)
+from collab_distill.defense.restoration.unet import STAGES, UNet
 from collab_distill.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
-from collab_distill.restoration.data import PairedImages, load_task
-from collab_distill.restoration.distill import (Attacker, Source, TrainSettings, distill_lockstep, evaluate,
-                                                plain_source, record_outputs, train_restorer)
-from collab_distill.restoration.unet import STAGES, UNet
 
 log = logging.getLogger(__name__)
 
