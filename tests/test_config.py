@@ -132,7 +132,7 @@ def test_saved_config_round_trips_and_records_git_sha(tmp_path):
 
 def test_cli_reports_bad_config_in_one_line(tmp_path):
     bad = _write(tmp_path / "bad.yaml", "base: " + str(REPO / "configs" / "base.yaml") + "\noptim:\n  lrr: 1\n")
-    proc = subprocess.run([sys.executable, str(REPO / "tools" / "show_config.py"), str(bad)],
+    proc = subprocess.run([sys.executable, str(REPO / "tools" / "show_config.py"), "--config", str(bad)],
                           capture_output=True, text=True)
     assert proc.returncode == 2
     lines = [line for line in proc.stderr.splitlines() if line.strip()]

@@ -385,7 +385,7 @@ def test_different_seed_gives_different_world(tmp_path):
     (["--image-size", "224"], "argument --image-size: expected 2 arguments"),
     (["--scenes", "11"], "has 10 official scene names"),
     (["--workers", "0"], "--workers must be at least 1"),
-    (["--set", "weather.fogg=1"], "unknown key 'weather.fogg'"),
+    (["weather.fogg=1"], "unknown key 'weather.fogg'"),
 ])
 def test_bad_input_is_one_clear_line(tmp_path, make_synthetic, args, message):
     code, _, err = make_synthetic("--out", str(tmp_path / "out"), *args)

@@ -10,8 +10,8 @@ encoder, scored with the linear segmentation probe. See docs/asvp.md.
 
 Examples:
   python tools/asvp_study.py                                   # configs/asvp/study.yaml (~6-9 min, 1 core)
-  python tools/asvp_study.py configs/asvp/study.yaml parts=[restoration] restoration.asvp.h=4
-  python tools/asvp_study.py configs/asvp/study.yaml restoration.tasks=[fog] restoration.student.steps=20
+  python tools/asvp_study.py parts=[restoration] restoration.asvp.h=4
+  python tools/asvp_study.py --config my_study.yaml restoration.tasks=[fog] restoration.student.steps=20
 
 Writes <experiment.output_dir>/asvp_study.{json,md}, rewritten as soon as each part finishes; the data
 set is generated into <experiment.output_dir>/data on first use (about a minute) unless data_root points
@@ -21,25 +21,23 @@ a finished study, or one run with other settings, is refused unless --overwrite.
 from __future__ import annotations
 
 from collab_distill.threads import set_thread_defaults; set_thread_defaults()  # noqa: E702 (before torch loads)
-import argparse
 import sys
 
-from collab_distill.cli import add_config_args, add_debug_arg, setup_logging, user_errors
+from collab_distill.cli import ToolParser, add_config_args, command_line, setup_logging, user_errors
 from collab_distill.defense.study import load_study_config, run_study
 
 
 def main(argv: list[str] | None = None) -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    add_config_args(parser, default="configs/asvp/study.yaml")
+    parser = ToolParser(__doc__)
+    add_config_args(parser, "configs/asvp/study.yaml", "ASVP study config")
     parser.add_argument("--overwrite", action="store_true",
                         help="run every configured part again, replacing the study in experiment.output_dir "
                              "(the generated data is kept)")
-    add_debug_arg(parser)
     args = parser.parse_args(argv)
     setup_logging()
     with user_errors(args.debug):
         cfg = load_study_config(args.config, args.overrides)
-        result = run_study(cfg, [sys.argv[0], *(sys.argv[1:] if argv is None else argv)], overwrite=args.overwrite)
+        result = run_study(cfg, command_line(sys.argv[0], argv), overwrite=args.overwrite)
     print(f"ASVP study done in {result['seconds']['total']:.0f} s: {cfg.experiment.output_dir}/asvp_study.md")
 
 

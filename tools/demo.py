@@ -18,18 +18,18 @@ Examples:
   scripts/run.sh --teacher-weights dinov2_vits14.pth --teacher-model vit_small_patch14_dinov2
 """
 from collab_distill.threads import set_thread_defaults; set_thread_defaults()  # noqa: E702 (before torch loads)
-import argparse
 import json
 from pathlib import Path
 
-from collab_distill.cli import setup_logging
+from collab_distill.cli import ToolParser, setup_logging, user_errors
 from collab_distill.pipeline import DemoOptions, run_demo, seed_dir
 from collab_distill.report.tables import headlines
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("--out", type=Path, default=None, help="outputs (default runs/demo, runs/demo_quick)")
+def main(argv: list[str] | None = None) -> None:
+    parser = ToolParser(__doc__)
+    parser.add_argument("--out", type=Path, default=None, metavar="FOLDER",
+                        help="outputs (default runs/demo, runs/demo_quick)")
     parser.add_argument("--data", type=Path, default=None,
                         help="synthetic world folder (default data/synthetic_demo, data/synthetic_demo_quick)")
     parser.add_argument("--quick", action="store_true", help="small world and short schedules (smoke test)")
@@ -40,13 +40,14 @@ def main() -> None:
                         help="a real teacher checkpoint (timm or original DINOv2 format) instead of training one")
     parser.add_argument("--teacher-model", default="vit_tiny_patch14_cpu",
                         help="timm model name of the teacher (default %(default)s)")
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     setup_logging()
     suffix = "_quick" if args.quick else ""
     opts = DemoOptions(out=args.out or Path(f"runs/demo{suffix}"), data=args.data or Path(f"data/synthetic_demo{suffix}"),
                        seeds=tuple(args.seeds), quick=args.quick, teacher_weights=args.teacher_weights,
                        teacher_model=args.teacher_model)
-    done = run_demo(opts)
+    with user_errors(args.debug):
+        done = run_demo(opts)
     print("\nSteps:")
     for step in done:
         took = f"{step.seconds:.0f} s" if step.seconds else "skipped (done before)"

@@ -9,9 +9,9 @@ Examples:
   python tools/make_synthetic.py --out data/synthetic                       # default mini set (10 scenes)
   python tools/make_synthetic.py --out /tmp/tiny --config configs/synthetic/tiny.yaml
   python tools/make_synthetic.py --out data/syn --scenes 4 --conditions clear fog --paired-clear
-  python tools/make_synthetic.py --out data/syn --set weather.fog_visibility_m=30 --overwrite
+  python tools/make_synthetic.py --out data/syn weather.fog_visibility_m=30 --overwrite
 
-Settings come from the schema defaults, then --config, then the flags (and --set key=value).
+Settings come from the schema defaults, then --config, then the flags, then the key=value overrides.
 """
 from __future__ import annotations
 
@@ -19,24 +19,18 @@ from collab_distill.threads import set_thread_defaults; set_thread_defaults()  #
 import argparse
 import sys
 from pathlib import Path
-from typing import NoReturn
 
-from collab_distill.cli import setup_logging
+from collab_distill.cli import ToolParser, add_config_args, setup_logging, user_errors
 from collab_distill.config import ConfigError, load_config
 from data_prep.synthetic.config import SyntheticConfig, check_output_dir, validate_config
 
-PROG = "make_synthetic"
-
-
-class _Parser(argparse.ArgumentParser):
-    def error(self, message: str) -> NoReturn:  # one line, exit code 2
-        self.exit(2, f"{PROG}: error: {message}\n")
-
 
 def _parser() -> argparse.ArgumentParser:
-    p = _Parser(prog=PROG, description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--out", required=True, type=Path, help="dataset root to create (must be empty or absent)")
-    p.add_argument("--config", type=Path, help="YAML file validated by SyntheticConfig, e.g. configs/synthetic/tiny.yaml")
+    p = ToolParser(__doc__)
+    p.add_argument("--out", required=True, type=Path, metavar="FOLDER",
+                   help="dataset root to create (must be empty or absent)")
+    add_config_args(p, what="synthetic world config, e.g. configs/synthetic/tiny.yaml (default: the schema's "
+                            "defaults)", required=False)
     p.add_argument("--version", choices=["v1.0-mini", "v1.0-trainval"],
                    help="v1.0-mini uses the 10 mini scene names, v1.0-trainval the 850 train/val names")
     p.add_argument("--scenes", type=int, metavar="N", help="number of scenes (default 10)")
@@ -52,8 +46,6 @@ def _parser() -> argparse.ArgumentParser:
                    help="write per-pixel class and depth maps into dense/<sample>/<CAM>_{class,depth}.png")
     p.add_argument("--severity", type=float, help="weather severity multiplier (default 1.0)")
     p.add_argument("--seed", type=int, help="random seed; the same seed gives byte-identical files")
-    p.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE", dest="overrides",
-                   help="any other config key, e.g. weather.rain_rate_mm_h=50 jpeg_quality=95")
     p.add_argument("--overwrite", action="store_true", help="replace an existing dataset made by this tool")
     p.add_argument("--workers", type=int, default=1, metavar="N",
                    help="scenes rendered in parallel processes (output does not depend on it; default 1)")
@@ -80,7 +72,7 @@ def _overrides(args: argparse.Namespace) -> list[str]:
 def main(argv: list[str] | None = None) -> int:
     parser = _parser()
     args = parser.parse_args(argv)
-    try:
+    with user_errors(args.debug):
         if args.workers < 1:
             raise ConfigError(f"--workers must be at least 1, got {args.workers}")
         cfg = load_config(args.config, _overrides(args), schema=SyntheticConfig)
@@ -90,9 +82,6 @@ def main(argv: list[str] | None = None) -> int:
         from data_prep.synthetic.generate import generate  # heavy imports only once the input is valid
 
         summary = generate(cfg, args.out, overwrite=args.overwrite, workers=args.workers, progress=not args.quiet)
-    except ConfigError as exc:
-        print(f"{PROG}: error: {exc}", file=sys.stderr)
-        return 2
     print("\n".join(summary.lines()))
     return 0
 

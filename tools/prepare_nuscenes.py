@@ -18,25 +18,25 @@ import argparse
 import logging
 from pathlib import Path
 
-from collab_distill.cli import add_debug_arg, setup_logging, user_errors
+from collab_distill.cli import ToolParser, setup_logging, user_errors
 from collab_distill.data.infos import load_infos
 from data_prep.check import check_infos
 from data_prep.nuscenes_infos import VERSIONS, PrepareError, prepare
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = ToolParser(__doc__)
     parser.add_argument("--dataroot", type=Path, required=True, help="folder with <version>/, samples/, maps/")
     parser.add_argument("--version", choices=VERSIONS, default="v1.0-mini")
-    parser.add_argument("--out", type=Path, required=True, help="output folder for infos_<split>.json")
+    parser.add_argument("--out", type=Path, required=True, metavar="FOLDER",
+                        help="output folder for infos_<split>.json")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")
     parser.add_argument("--overwrite", action="store_true", help="prepare again even if complete")
     parser.add_argument("--check", type=int, default=0, metavar="K",
                         help="after preparing, compare K random samples with the devkit and write overlay PNGs "
                              "to <out>/check/")
     parser.add_argument("--quiet", action="store_true", help="no progress bar")
-    add_debug_arg(parser)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     setup_logging()
     with user_errors(args.debug):
         run(args)

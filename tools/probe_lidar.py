@@ -11,10 +11,9 @@ Examples:
   python tools/probe_lidar.py --out runs/probes/random/lidar_seg.json ...   # the random-init floor
 """
 from collab_distill.threads import set_thread_defaults; set_thread_defaults()  # noqa: E702 (before torch loads)
-import argparse
 from pathlib import Path
 
-from collab_distill.cli import OVERRIDE_HELP, add_debug_arg, setup_logging, user_errors
+from collab_distill.cli import OVERRIDE_HELP, ToolParser, setup_logging, user_errors
 from collab_distill.config import load_config
 from collab_distill.probe.lidar import LidarProbeConfig, run_lidar_probe
 from collab_distill.paths import refuse_overwrite
@@ -22,7 +21,7 @@ from collab_distill.probe.results import write_result
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser = ToolParser(__doc__)
     parser.add_argument("--config", default="configs/probe_lidar/synthetic.yaml", help="(default: %(default)s)")
     parser.add_argument("--point-weights", default=None, metavar="DIR",
                         help="a stage-1 weights/ folder; omit for the randomly initialised floor")
@@ -30,7 +29,6 @@ def main() -> None:
     parser.add_argument("--out", type=Path, required=True, help="result JSON to write")
     parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
     parser.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDE_HELP)
-    add_debug_arg(parser)
     args = parser.parse_args()
     setup_logging()
     overrides = list(args.overrides) + ([f"point_weights={args.point_weights}"] if args.point_weights else [])

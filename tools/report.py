@@ -10,22 +10,20 @@ Examples:
   python tools/report.py runs/probes --order teacher,stage2,asymmetric
 """
 from collab_distill.threads import set_thread_defaults; set_thread_defaults()  # noqa: E702 (before torch loads)
-import argparse
-
-from collab_distill.cli import add_debug_arg, user_errors
+from collab_distill.cli import ToolParser, user_errors
 from collab_distill.report import build_report
 
 
-def main() -> None:
-    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+def main(argv: list[str] | None = None) -> None:
+    parser = ToolParser(__doc__)
     parser.add_argument("inputs", nargs="+", metavar="RESULT",
                         help="result JSON files (seg.json, depth.json) or folders searched recursively")
-    parser.add_argument("--out", default="reports/probes", help="output folder (default: %(default)s)")
+    parser.add_argument("--out", default="reports/probes", metavar="FOLDER",
+                        help="output folder (default: %(default)s)")
     parser.add_argument("--order", default="", help="comma-separated order of the table rows (default: teacher, "
                                                     "teacher_plus, asymmetric, self_distill, stage2, others)")
     parser.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
-    add_debug_arg(parser)
-    args = parser.parse_args()
+    args = parser.parse_args(argv)
     with user_errors(args.debug):  # unreadable results, a report already in --out: one line, exit 2
         made = build_report(args.inputs, args.out, [m for m in args.order.split(",") if m] or None, args.overwrite)
     print(f"report: {made['markdown']} ({len(made) - 2} figures)")

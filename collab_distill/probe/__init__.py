@@ -3,7 +3,8 @@
 Modules: ``config`` (schema), ``data`` (views with dense targets), ``encoder`` (loading, features),
 ``features`` (precomputed bank), ``heads`` (heads, depth losses), ``metrics`` (mIoU, depth errors),
 ``train`` (loop, per-condition evaluation), ``fidelity``, ``showcase``, ``results`` (JSON schema),
-``run`` (one run from a config), ``cli`` (the tools' command line). See docs/probes.md.
+``run`` (one run from a config), ``lidar`` (the 3D probe); the tools' command line is
+:mod:`collab_distill.cli`. See docs/probes.md.
 """
 from .config import ProbeConfig, ProbeError
 from .metrics import ConfusionMatrix, DepthMetrics
