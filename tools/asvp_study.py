@@ -24,7 +24,6 @@ from collab_distill.threads import set_thread_defaults; set_thread_defaults()  #
 import sys
 
 from collab_distill.cli import ToolParser, add_config_args, command_line, setup_logging, user_errors
-from collab_distill.defense.study import load_study_config, run_study
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -36,6 +35,8 @@ def main(argv: list[str] | None = None) -> None:
     args = parser.parse_args(argv)
     setup_logging()
     with user_errors(args.debug):
+        from collab_distill.defense.study import load_study_config, run_study  # torch: after the arguments
+
         cfg = load_study_config(args.config, args.overrides)
         result = run_study(cfg, command_line(sys.argv[0], argv), overwrite=args.overwrite)
     print(f"ASVP study done in {result['seconds']['total']:.0f} s: {cfg.experiment.output_dir}/asvp_study.md")

@@ -11,7 +11,6 @@ Examples:
 """
 from collab_distill.threads import set_thread_defaults; set_thread_defaults()  # noqa: E702 (before torch loads)
 from collab_distill.cli import ToolParser, user_errors
-from collab_distill.report import build_report
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -25,6 +24,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--overwrite", action="store_true", help="replace a report already in --out")
     args = parser.parse_args(argv)
     with user_errors(args.debug):  # unreadable results, a report already in --out: one line, exit 2
+        from collab_distill.report import build_report  # torch, matplotlib: after the arguments
+
         made = build_report(args.inputs, args.out, [m for m in args.order.split(",") if m] or None, args.overwrite)
     print(f"report: {made['markdown']} ({len(made) - 2} figures)")
 
