@@ -20,14 +20,15 @@ from pathlib import Path
 
 from collab_distill.cli import ToolParser, setup_logging, user_errors
 from collab_distill.data.infos import load_infos
+from collab_distill.data.taxonomy import NUSCENES_VERSIONS
 from data_prep.check import check_infos
-from data_prep.nuscenes_infos import VERSIONS, PrepareError, prepare
+from data_prep.nuscenes_infos import PrepareError, prepare
 
 
 def main(argv: list[str] | None = None) -> None:
     parser = ToolParser(__doc__)
     parser.add_argument("--dataroot", type=Path, required=True, help="folder with <version>/, samples/, maps/")
-    parser.add_argument("--version", choices=VERSIONS, default="v1.0-mini")
+    parser.add_argument("--version", choices=NUSCENES_VERSIONS, default="v1.0-mini")
     parser.add_argument("--out", type=Path, required=True, metavar="FOLDER",
                         help="output folder for infos_<split>.json")
     parser.add_argument("--workers", type=int, default=2, help="worker processes (default 2)")

@@ -1,14 +1,17 @@
-"""The nuScenes-lidarseg vocabulary: the 32 official categories and the 16-class evaluation mapping.
+"""The nuScenes vocabulary: the releases, the 32 lidarseg categories and the 16-class evaluation mapping.
 
 ``CATEGORIES`` lists the 32 categories; a category's position is its official ``index`` (the value in
 the uint8 ``lidarseg/*.bin`` label files). ``COARSE_CLASSES`` and ``FINE_TO_COARSE`` are the 16-class
 (+ ``ignore``) mapping of the lidarseg benchmark, as in the devkit's
 ``nuscenes.eval.lidarseg.utils.LidarsegClassMapper``. Used by the probes, the teacher pre-training and
-the synthetic world.
+the synthetic world. The condition tags are in :mod:`collab_distill.data.conditions`.
 """
 from __future__ import annotations
 
 import numpy as np
+
+#: The nuScenes releases, as named by the folder of their tables (``<dataroot>/v1.0-mini/scene.json``).
+NUSCENES_VERSIONS: tuple[str, ...] = ("v1.0-trainval", "v1.0-mini", "v1.0-test")
 
 #: (name, description) of the 32 lidarseg categories; the position is the official index.
 CATEGORIES: tuple[tuple[str, str], ...] = (
@@ -63,12 +66,12 @@ COARSE_CLASSES: tuple[str, ...] = (
     "ignore", "barrier", "bicycle", "bus", "car", "construction_vehicle", "motorcycle", "pedestrian",
     "traffic_cone", "trailer", "truck", "driveable_surface", "other_flat", "sidewalk", "terrain", "manmade",
     "vegetation")
+#: Coarse index of the ``ignore`` class (unlabelled, noise and the classes the benchmark leaves out).
+COARSE_IGNORE = COARSE_CLASSES.index("ignore")
 #: The 16 lidarseg evaluation classes; evaluation label ``i`` is coarse class ``i + 1``.
 LIDARSEG_CLASSES: tuple[str, ...] = COARSE_CLASSES[1:]
 #: Evaluation label of pixels and points without one of the 16 classes (unlabelled, noise, ignore).
 IGNORE = 255
-#: Condition tags, in the column order of the ``conditions`` multi-hot in a batch.
-CONDITION_TAGS: tuple[str, ...] = ("clear", "night", "rain", "fog", "snow")
 
 #: Fine category name -> coarse class name (the benchmark's mapping).
 FINE_TO_COARSE: dict[str, str] = {
@@ -100,4 +103,4 @@ def fine_to_eval_lut() -> np.ndarray:
     """``(32,)`` int64 lookup table: fine lidarseg index -> evaluation label 0..15
     (:data:`LIDARSEG_CLASSES`), or :data:`IGNORE` for the coarse ``ignore`` class."""
     coarse = fine_to_coarse_lut().astype(np.int64)
-    return np.where(coarse == 0, IGNORE, coarse - 1)
+    return np.where(coarse == COARSE_IGNORE, IGNORE, coarse - 1)

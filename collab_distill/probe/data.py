@@ -34,11 +34,12 @@ from torch.utils.data import Dataset
 from tqdm import tqdm
 
 from collab_distill.config import DataConfig
+from collab_distill.data.conditions import CONDITION_TAGS
 from collab_distill.data.dataset import PairedDataset
+from collab_distill.data.taxonomy import IGNORE, LIDARSEG_CLASSES, NAME_TO_INDEX, fine_to_eval_lut
 from collab_distill.data.transforms import load_image
 from collab_distill.paths import safe_name
 from collab_distill.probe.config import FolderConfig, ProbeError
-from collab_distill.data.taxonomy import CONDITION_TAGS, IGNORE, LIDARSEG_CLASSES, NAME_TO_INDEX, fine_to_eval_lut
 
 NOISE_INDEX = NAME_TO_INDEX["noise"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")

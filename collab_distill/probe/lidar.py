@@ -22,8 +22,9 @@ from tqdm import tqdm
 
 from collab_distill.config import DataConfig, config_to_dict, git_revision
 from collab_distill.data.collate import Collate
+from collab_distill.data.conditions import CONDITION_TAGS
 from collab_distill.data.dataset import PairedDataset
-from collab_distill.data.taxonomy import CONDITION_TAGS, IGNORE, LIDARSEG_CLASSES, fine_to_eval_lut
+from collab_distill.data.taxonomy import IGNORE, LIDARSEG_CLASSES, fine_to_eval_lut
 from collab_distill.data.voxelize import Voxels
 from collab_distill.losses import cosine_distance
 from collab_distill.models import sample_features

@@ -13,7 +13,8 @@ import torch.nn.functional as F
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from collab_distill.data.taxonomy import CONDITION_TAGS, IGNORE
+from collab_distill.data.conditions import CONDITION_TAGS
+from collab_distill.data.taxonomy import IGNORE
 from collab_distill.engine.optim import WarmupCosine
 from collab_distill.models import sample_features
 from collab_distill.probe.config import ProbeHeadConfig, ProbeTrainConfig

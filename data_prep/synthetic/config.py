@@ -1,4 +1,4 @@
-"""What a synthetic dataset contains: the config schema, the condition vocabulary, input validation.
+"""What a synthetic dataset contains: the config schema, a scene's condition, input validation.
 
 This module is deliberately light (no numpy/open3d imports) so a command line can reject bad input
 before the renderer loads. YAML files in ``configs/synthetic/`` validate against
@@ -12,11 +12,12 @@ from pathlib import Path
 from typing import Annotated
 
 from collab_distill.config import ConfigError, check_config
-from collab_distill.data.taxonomy import CONDITION_TAGS  # a condition is made of these words: clear alone, or night and/or one weather
+from collab_distill.data.conditions import CONDITION_TAGS, WEATHERS
+from collab_distill.data.taxonomy import NUSCENES_VERSIONS
 from collab_distill.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range
 
-WEATHERS = ("rain", "fog", "snow")
-VERSIONS = ("v1.0-mini", "v1.0-trainval")
+#: The releases whose scene names the world can use: those with train and val scenes (not the test set).
+SYNTHETIC_VERSIONS: tuple[str, ...] = tuple(v for v in NUSCENES_VERSIONS if v != "v1.0-test")
 MAX_IMAGE_SIZE = (1600, 900)
 
 
@@ -100,8 +101,8 @@ class SyntheticConfig:
 def validate_config(cfg: SyntheticConfig) -> None:
     """Reject impossible settings with one :class:`ConfigError` line (value ranges: the schema's)."""
     check_config(cfg, "synthetic config")
-    if cfg.version not in VERSIONS:
-        raise ConfigError(f"unknown version '{cfg.version}' (use {' or '.join(VERSIONS)})")
+    if cfg.version not in SYNTHETIC_VERSIONS:
+        raise ConfigError(f"unknown version '{cfg.version}' (use {' or '.join(SYNTHETIC_VERSIONS)})")
     width, height = cfg.image_size
     if width <= 0 or height <= 0:
         raise ConfigError(f"image size must be positive, got {width}x{height}")
