@@ -9,6 +9,7 @@ import logging
 import multiprocessing as mp
 import shutil
 import time
+from collections import Counter
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,17 +21,22 @@ import yaml
 from collab_distill.config import config_to_dict
 from collab_distill.geometry import invert_pose, matrix_to_quaternion
 from data_prep.synthetic import writer
-from data_prep.synthetic.config import (MARKER, Condition, ConfigError, SyntheticConfig, check_output_dir,
-                                        validate_config)
+from data_prep.synthetic.config import (
+    MARKER,
+    Condition,
+    ConfigError,
+    SyntheticConfig,
+    check_output_dir,
+    validate_config,
+)
+from data_prep.synthetic.layouts import LAYOUTS
 from data_prep.synthetic.meshes import TriMesh
 from data_prep.synthetic.render import RayCaster, render_gbuffer, scan_lidar
-from data_prep.synthetic.layouts import LAYOUTS
 from data_prep.synthetic.scene import build_scene
 from data_prep.synthetic.sensors import CAMERAS, LIDAR, camera_rays, camera_time_offset
 from data_prep.synthetic.shading import shade, sun_visibility, surfaces
 from data_prep.synthetic.taxonomy import NOISE, visibility_token
-from data_prep.synthetic.weather import (atmosphere_for, camera_image, clear_atmosphere, lidar_returns,
-                                         lighting_for)
+from data_prep.synthetic.weather import atmosphere_for, camera_image, clear_atmosphere, lidar_returns, lighting_for
 
 log = logging.getLogger(__name__)
 
@@ -390,10 +396,8 @@ class Summary:
     bytes: int
 
     def lines(self) -> list[str]:
-        """A human-readable closing summary."""
-        by_condition: dict[str, int] = {}
-        for plan in self.scenes:
-            by_condition[f"{plan.split}/{plan.condition}"] = by_condition.get(f"{plan.split}/{plan.condition}", 0) + 1
+        """A human-readable closing summary (the tool's), one fact per line."""
+        by_condition = Counter(f"{plan.split}/{plan.condition}" for plan in self.scenes)
         return [
             f"wrote {self.version} to {self.root} in {self.seconds:.1f} s ({self.bytes / 2**20:.1f} MiB)",
             f"  {len(self.scenes)} scenes, {self.samples} samples, {self.images} camera images, "
@@ -401,6 +405,14 @@ class Summary:
             f"  {self.points} LiDAR points ({self.noise_points} weather returns), {self.annotations} boxes",
             "  scenes per split/condition: " + ", ".join(f"{k} {v}" for k, v in sorted(by_condition.items())),
         ]
+
+    def __str__(self) -> str:
+        """One log line, e.g. ``synthetic v1.0-mini: 10 scenes (clear 4, fog 2, night 2, rain 2), 100 samples,
+        41.2 MiB in 12.3 s -> data/synthetic`` (the dataclass repr would list every scene plan)."""
+        by_condition = Counter(str(plan.condition) for plan in self.scenes)
+        conditions = ", ".join(f"{name} {count}" for name, count in sorted(by_condition.items()))
+        return (f"synthetic {self.version}: {len(self.scenes)} scenes ({conditions}), {self.samples} samples, "
+                f"{self.bytes / 2**20:.1f} MiB in {self.seconds:.1f} s -> {self.root}")
 
 
 def _scene_job(args: tuple[ScenePlan, SyntheticConfig, Path]) -> SceneResult:
