@@ -2,15 +2,18 @@
 and which declares its trainable and frozen parts."""
 from __future__ import annotations
 
-import os
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import torch
-from safetensors.torch import save_file
+import yaml
 from torch import nn
 
+from collab_distill.models.export import export_vit, write_safetensors
 from collab_distill.models.frozen import FreezableModule
+from collab_distill.models.image_encoder import ImageEncoder
 from collab_distill.models.weights import check_finite_weights
 
 
@@ -76,27 +79,50 @@ class Method(nn.Module):
             getattr(self, name).load_state_dict({k[len(prefix):]: v for k, v in state.items() if k.startswith(prefix)})
 
     def export(self, weights_dir: Path) -> list[Path]:
-        """Write one ``<module>.safetensors`` per trainable module to ``weights_dir``; returns the paths.
+        """Write the trained modules to ``weights_dir``; returns the paths.
+
+        * ``<module>.safetensors`` for every trainable module, the project's keys (the ViT's under ``vit.``),
+          read by stage 2 and the probes;
+        * for every trainable ViT (an :class:`ImageEncoder`), what other code bases load
+          (:func:`~collab_distill.models.export.export_vit`): ``<module>_timm/`` (timm hub-style folder)
+          and, for a DINOv2 architecture, ``<module>_dinov2.safetensors``. Their recipe is the module,
+          the method's class and, when ``weights_dir`` lies in a run folder, the run's method name,
+          output folder and seed (``config.yaml``) and git sha (``run.json``).
 
         Every file is written to a temporary name and renamed, and nothing is written when a parameter
         or buffer holds a NaN or an infinity.
 
         Raises:
             NonFiniteWeightsError: the model diverged.
+            ExportError: timm cannot describe a ViT in ``config.json``.
         """
         states = {name: {k: v.detach().cpu().contiguous() for k, v in module.state_dict().items()}
                   for name, module in self.trainable_modules().items()}
         check_finite_weights({f"{name}.{k}": v for name, state in states.items() for k, v in state.items()},
                              f"export to {weights_dir}")
-        weights_dir.mkdir(parents=True, exist_ok=True)
         paths = []
         for name, state in states.items():
-            path = weights_dir / f"{name}.safetensors"
-            tmp = path.with_name(f".{path.name}.tmp")
-            save_file(state, str(tmp))
-            os.replace(tmp, path)
-            paths.append(path)
+            write_safetensors(state, weights_dir / f"{name}.safetensors")
+            paths.append(weights_dir / f"{name}.safetensors")
+        recipe = {"method_class": type(self).__name__, **_run_recipe(weights_dir.parent)}
+        for name, module in self.trainable_modules().items():
+            if isinstance(module, ImageEncoder):
+                paths += export_vit(module.vit, weights_dir, name, {"module": name, **recipe})
         return paths
 
     def forward(self, batch: dict) -> MethodOutput:  # noqa: D102
         raise NotImplementedError
+
+
+def _run_recipe(run_dir: Path) -> dict[str, Any]:
+    """``method``, ``output_dir`` and ``seed`` from ``run_dir/config.yaml`` and ``git_sha`` from
+    ``run_dir/run.json`` (as :func:`~collab_distill.config.save_run_config` writes them), those present."""
+    recipe: dict[str, Any] = {}
+    if (run_dir / "config.yaml").is_file():
+        cfg = yaml.safe_load((run_dir / "config.yaml").read_text()) or {}
+        experiment = cfg.get("experiment", {})
+        recipe.update(method=cfg.get("method", {}).get("name"), output_dir=experiment.get("output_dir"),
+                      seed=experiment.get("seed"))
+    if (run_dir / "run.json").is_file():
+        recipe["git_sha"] = json.loads((run_dir / "run.json").read_text()).get("git_sha")
+    return {k: v for k, v in recipe.items() if v is not None}
