@@ -22,7 +22,7 @@ from pathlib import Path
 
 from collab_distill.cli import ToolParser, add_config_args, setup_logging, user_errors
 from collab_distill.config import ConfigError, load_config
-from data_prep.synthetic.config import SyntheticConfig, check_output_dir, validate_config
+from data_prep.synthetic.config import SYNTHETIC_VERSIONS, SyntheticConfig, check_output_dir, validate_config
 
 
 def _parser() -> argparse.ArgumentParser:
@@ -31,7 +31,7 @@ def _parser() -> argparse.ArgumentParser:
                    help="dataset root to create (must be empty or absent)")
     add_config_args(p, what="synthetic world config, e.g. configs/synthetic/tiny.yaml (default: the schema's "
                             "defaults)", required=False)
-    p.add_argument("--version", choices=["v1.0-mini", "v1.0-trainval"],
+    p.add_argument("--version", choices=SYNTHETIC_VERSIONS,
                    help="v1.0-mini uses the 10 mini scene names, v1.0-trainval the 850 train/val names")
     p.add_argument("--scenes", type=int, metavar="N", help="number of scenes (default 10)")
     p.add_argument("--samples-per-scene", type=int, metavar="N", help="keyframes per scene at 2 Hz (default 10)")
