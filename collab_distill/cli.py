@@ -124,12 +124,13 @@ def train_main(doc: str, tool: str, group: str | None = None, default_method: st
     setup_logging()
     with user_errors(args.debug):
         from collab_distill.config import ConfigError, RunConfig, load_config
-        from collab_distill.engine.run import run_training
 
         cfg = load_config(args.config, args.overrides, schema=RunConfig)
         if cfg.method.name not in runs:
             raise ConfigError(f"{args.config}: method.name={cfg.method.name!r}; {tool} runs {', '.join(runs)} "
                               "(tools/train.py runs any method)")
+        from collab_distill.engine.run import run_training  # torch: once the config is valid
+
         result = run_training(cfg, resume=args.resume, overwrite=args.overwrite)
     print(f"{cfg.method.name}: {result.steps} steps, last loss {result.last_logs.get('loss', float('nan')):.4f}, "
           f"outputs in {result.out_dir}")
