@@ -94,8 +94,8 @@ def build_report(inputs: list[str | Path], out_dir: str | Path, order: list[str]
     unless ``overwrite``."""
     out = Path(out_dir)
     refuse_overwrite(out / "report.md", overwrite)
-    out.mkdir(parents=True, exist_ok=True)
     report = collect([str(p) for p in find_results(inputs)], order)
+    out.mkdir(parents=True, exist_ok=True)  # only once the inputs are read: a bad input leaves no folder
     made: dict[str, Path] = {}
     captions: dict[str, str] = {}
     for key in report["sections"]:
