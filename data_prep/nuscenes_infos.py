@@ -24,7 +24,6 @@ import json
 import logging
 import multiprocessing as mp
 import os
-import re
 import shutil
 from collections import Counter
 from dataclasses import dataclass, field
@@ -35,7 +34,9 @@ from typing import Any
 import numpy as np
 from PIL import Image
 
+from collab_distill.data.conditions import parse_conditions
 from collab_distill.data.dataset import POINT_COLUMNS
+from collab_distill.data.taxonomy import NUSCENES_VERSIONS
 from collab_distill.errors import UserError
 from collab_distill.geometry import compose_lidar2cam, pose_matrix
 from collab_distill.paths import UnsafePathError, join_inside, safe_name
@@ -43,10 +44,6 @@ from collab_distill.paths import UnsafePathError, join_inside, safe_name
 log = logging.getLogger(__name__)
 
 SCHEMA_VERSION = 1
-VERSIONS = ("v1.0-trainval", "v1.0-mini", "v1.0-test")
-ADVERSE_TAGS = {  # tag: words of a scene description that carry it
-    "night": {"night", "nighttime"}, "rain": {"rain", "rainy", "raining"},
-    "fog": {"fog", "foggy", "haze"}, "snow": {"snow", "snowy", "snowing"}}
 SPLIT_ALIASES = {"mini_train": "train", "mini_val": "val"}
 
 
@@ -95,17 +92,6 @@ def table_records(nusc: Any, table: str) -> list[TableRecord]:
     return [TableRecord(table_file, record) for record in getattr(nusc, table, [])]
 
 
-def parse_conditions(description: str) -> list[str]:
-    """Condition tags of a scene description: the adverse words it contains, else ``["clear"]``.
-
-    >>> parse_conditions("Night, rain, parked cars")
-    ['night', 'rain']
-    """
-    words = set(re.findall(r"[a-z]+", description.lower()))
-    tags = [tag for tag, variants in ADVERSE_TAGS.items() if words & variants]
-    return tags or ["clear"]
-
-
 def official_splits(version: str) -> dict[str, list[str]]:
     """Scene names per split (``train``/``val``/``test``) of a nuScenes version."""
     from nuscenes.utils.splits import create_splits_scenes
@@ -118,8 +104,8 @@ def official_splits(version: str) -> dict[str, list[str]]:
 
 def validate_input(dataroot: Path, version: str) -> None:
     """Raise :class:`PrepareError` with what was expected where, before the devkit is touched."""
-    if version not in VERSIONS:
-        raise PrepareError(f"unknown version '{version}': expected one of {', '.join(VERSIONS)}")
+    if version not in NUSCENES_VERSIONS:
+        raise PrepareError(f"unknown version '{version}': expected one of {', '.join(NUSCENES_VERSIONS)}")
     if not dataroot.is_dir():
         raise PrepareError(f"dataroot {dataroot} does not exist: expected the folder that holds "
                            f"{version}/, samples/ and maps/")

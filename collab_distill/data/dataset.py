@@ -20,8 +20,8 @@ import torch
 from torch.utils.data import Dataset
 
 from collab_distill.config import DataConfig, ImageAug, PointAug
+from collab_distill.data.conditions import CONDITION_TAGS
 from collab_distill.data.infos import CAMERA_ORDER, InfoFileError, SampleInfo, load_infos
-from collab_distill.data.taxonomy import CONDITION_TAGS
 from collab_distill.data.transforms import augment_points, load_image, reindex_pairs, subsample
 from collab_distill.geometry import project_to_pairs
 

@@ -7,7 +7,7 @@ import torch
 from torch import Tensor, nn
 
 from collab_distill.config import RunConfig
-from collab_distill.data.taxonomy import CONDITION_TAGS
+from collab_distill.data.conditions import CONDITION_TAGS
 from collab_distill.data.voxelize import Voxels
 from collab_distill.losses import cosine_distance, grouped_mean, patch_mean
 from collab_distill.methods.base import Method, MethodOutput

@@ -15,14 +15,11 @@ import torch.nn.functional as F
 from torch import nn
 
 from collab_distill.config import RunConfig
-from collab_distill.data.taxonomy import COARSE_CLASSES, fine_to_coarse_lut
+from collab_distill.data.taxonomy import COARSE_CLASSES, COARSE_IGNORE, fine_to_coarse_lut
 from collab_distill.losses import grouped_mean
 from collab_distill.methods.base import Method, MethodOutput
 from collab_distill.methods.common import build_image_encoder, pair_samples
 from collab_distill.models import sample_features, save_vit_weights
-
-IGNORE = 0  # coarse index of "ignore"
-
 
 class TeacherPretrain(Method):
     """Trainable: ``encoder`` (the ViT), ``seg_head`` and ``depth_head`` (linear)."""
@@ -47,8 +44,8 @@ class TeacherPretrain(Method):
         target = self.lut[batch["labels"][batch["pair_point"]]]
         samples = pair_samples(batch)
         num = len(batch["offsets"])
-        ce = F.cross_entropy(self.seg_head(feats), target, ignore_index=IGNORE, reduction="none")
-        labelled = target != IGNORE
+        ce = F.cross_entropy(self.seg_head(feats), target, ignore_index=COARSE_IGNORE, reduction="none")
+        labelled = target != COARSE_IGNORE
         seg = grouped_mean(ce[labelled], samples[labelled], num)
         log_depth = self.depth_head(feats)[:, 0]
         depth = grouped_mean((log_depth - batch["pair_depth"].log()).abs(), samples, num)
