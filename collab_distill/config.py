@@ -1,9 +1,16 @@
 """Typed run configuration: YAML files with inheritance, dotted command-line overrides, validation.
 
-A run is described by a dataclass schema (:class:`RunConfig` or any dataclass a tool passes). A YAML
-file may start with ``base: other.yaml`` (or a list of files, merged left to right; paths relative to
-the file) and then overrides any subset of keys. Command-line overrides use dotted keys,
-``optim.lr=1e-4 data.cameras=[CAM_FRONT]``; their values are parsed as YAML scalars/lists.
+A config is a dataclass schema (:class:`RunConfig`, ``ProbeConfig``, ...) registered under a name
+(:func:`register_schema`); every YAML file names its own with ``schema: run`` (or inherits it), so
+one loader reads any of them. A file may start with ``base: other.yaml`` (or a list of files, merged
+left to right; paths relative to the file, else among the shipped configs) and then overrides any
+subset of keys. Command-line overrides use dotted keys, ``optim.lr=1e-4 data.cameras=[CAM_FRONT]``;
+their values are parsed as YAML scalars/lists. Config paths are found by :func:`resolve_config_path`:
+as given, else among the configs shipped in the package (``configs/x.yaml`` = ``CONFIG_ROOT/x.yaml``).
+
+``method:`` is the section of the method ``method.name`` names (:mod:`collab_distill.methods.registry`):
+a key that method does not read is an error, and a file that switches to a method with another
+section does not inherit the base file's method keys.
 
 Every problem is reported as one :class:`ConfigError` line that names the key and where it came
 from, e.g. ``configs/stage1/default.yaml: unknown key 'optim.lrr' (did you mean 'optim.lr'?)``.
@@ -13,6 +20,7 @@ from __future__ import annotations
 import dataclasses
 import datetime as _dt
 import difflib
+import importlib
 import json
 import os
 import subprocess
@@ -21,14 +29,16 @@ import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Annotated, Any, Literal, TypeVar, Union
+from typing import Annotated, Any, Callable, Literal, Mapping, TypeVar, Union
 
 import yaml
 
 from collab_distill.errors import ConfigError
+from collab_distill.methods.config import MethodSection, Stage1Config
+from collab_distill.methods.registry import METHODS
 from collab_distill.models.config import ModelConfig
 from collab_distill.ranges import (Momentum, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range,
-                                   Severity, UnitInterval)
+                                   UnitInterval)
 
 T = TypeVar("T")
 BASE_KEY = "base"
@@ -95,8 +105,8 @@ class OptimConfig:
     warmup_steps: NonNegativeInt = 0
     min_lr_ratio: UnitInterval = 0.0     # cosine ends at lr * min_lr_ratio
     grad_clip: NonNegativeFloat = 0.0    # max global grad norm; 0 disables
-    layer_decay: Annotated[float, Range(gt=0, le=1)] = 1.0  # <1: layer-wise lr decay for the ViT student's blocks
-    vit_prefix: str = "student."         # parameter-name prefix of the ViT that layer_decay applies to
+    # <1: layer-wise lr decay for the blocks of the ViT the method trains (Method.layer_decay_vit)
+    layer_decay: Annotated[float, Range(gt=0, le=1)] = 1.0
 
 
 @dataclass
@@ -114,66 +124,169 @@ class TrainConfig:
     max_nonfinite: NonNegativeInt = 5    # stop after this many skipped non-finite steps
 
 
-@dataclass
-class MethodConfig:
-    """The training method (``name``) and its loss weights; docs/methods.md explains each choice."""
+@dataclass(frozen=True)
+class OneOf:
+    """``Annotated`` marker of a section whose dataclass its ``key`` field picks: ``options()[value]``.
 
-    name: Literal["teacher_pretrain", "stage1", "stage2", "asymmetric", "self_distill", "teacher_plus"] = "stage1"
-    teacher_cache: bool = False          # stage1: cache teacher patch maps (fp16) per image; needs data.augment=false
-    # stage1 loss: 1 - cos averaged per sample, then over samples; or ScaLR's exact form, ||k - q||_2 of the
-    # normalised features averaged over all pairs of the (per-process) batch (docs/methods.md)
-    stage1_loss: Literal["cosine_per_sample", "scalr_l2"] = "cosine_per_sample"
-    point_weights: str = ""              # stage2: folder with the stage-1 point_encoder/head .safetensors
-    anchor_weight: NonNegativeFloat = 1.0     # stage2: point -> pixel (student at projected pixels vs 3D features)
-    patch_weight: NonNegativeFloat = 1.0      # stage2: pixel -> point (patch token vs mean 3D feature of its points);
-                                              # image-only: patch-token cosine
-    retention_weight: NonNegativeFloat = 1.0  # stage2: student vs frozen teacher on clear images
-    cls_weight: NonNegativeFloat = 1.0        # image-only: CLS-token cosine
-    attn_weight: NonNegativeFloat = 1.0       # image-only: KL of CLS->patch attention
-    attn_blocks: PositiveInt = 1              # image-only: last k blocks whose attention is matched
-    degradations: list[str] = field(default_factory=lambda: [
-        "fog", "rain", "snow", "night", "gaussian_noise", "shot_noise", "motion_blur", "defocus_blur", "jpeg"])
-    severities: list[Severity] = field(default_factory=lambda: [1, 2, 3, 4, 5])
-    ema_momentum: Momentum = 0.0              # self_distill/teacher_plus: >0 makes the teacher an EMA of the student
-    depth_weight: NonNegativeFloat = 1.0      # teacher_pretrain: weight of the log-depth L1 next to the class CE
+    ``default`` is the value when no file or override sets it. A file or override that picks another
+    dataclass than the one inherited starts the section afresh (the inherited keys belong to the
+    other dataclass); the same dataclass under another name (``asymmetric`` -> ``self_distill``) keeps them.
+    """
+
+    key: str
+    options: Callable[[], Mapping[str, type]]
+    default: str
+
+    def switches(self, old: Mapping[str, Any], new: Mapping[str, Any]) -> bool:
+        """Whether section ``new`` (a file's or an override's) picks another dataclass than ``old``."""
+        if self.key not in new:
+            return False
+        options = self.options()
+        return options.get(old.get(self.key, self.default)) is not options.get(new[self.key])
+
+
+def method_sections() -> dict[str, type]:
+    """``method.name`` -> the dataclass of its section, from the method registry."""
+    return {name: entry.config for name, entry in METHODS.items()}
+
+
+#: ``RunConfig.method``: the section of the method that ``method.name`` names.
+METHOD_SECTION = OneOf("name", method_sections, default="stage1")
 
 
 @dataclass
 class RunConfig:
-    """Top-level schema of a training or evaluation run."""
+    """Top-level schema of a training run (``schema: run``); ``method`` is the chosen method's section
+    (:mod:`collab_distill.methods.config`)."""
 
     experiment: ExperimentConfig = field(default_factory=ExperimentConfig)
     data: DataConfig = field(default_factory=DataConfig)
     model: ModelConfig = field(default_factory=ModelConfig)
-    method: MethodConfig = field(default_factory=MethodConfig)
+    method: Annotated[MethodSection, METHOD_SECTION] = field(default_factory=Stage1Config)
     optim: OptimConfig = field(default_factory=OptimConfig)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# --------------------------------------------------------------------------------------------
+# Schemas by name: every YAML names its own (`schema: run`), so one loader reads any of them
+# --------------------------------------------------------------------------------------------
+#: Schema name -> dataclass, filled by :func:`register_schema` where each schema is defined.
+SCHEMAS: dict[str, type] = {}
+#: Schema name -> the module that registers it. The loader imports collab_distill's own modules when a
+#: file names their schema; others (the synthetic world of ``data_prep``) must be imported by the caller.
+SCHEMA_MODULES: dict[str, str] = {
+    "run": "collab_distill.config",
+    "probe": "collab_distill.probe.config",
+    "lidar_probe": "collab_distill.probe.lidar",
+    "asvp_study": "collab_distill.defense.study",
+    "demo": "collab_distill.pipeline",
+    "synthetic": "data_prep.synthetic.config",
+}
+SCHEMA_KEY = "schema"
+CONFIG_ROOT = Path(__file__).resolve().parent / "configs"  # the shipped configs (package data)
+
+
+def register_schema(name: str, cls: type[T]) -> type[T]:
+    """Make ``schema: <name>`` in a YAML file mean dataclass ``cls``; returns ``cls``.
+
+    Raises:
+        ValueError: ``name`` is already registered for another class (a reloaded module may register
+            its class again).
+    """
+    known = SCHEMAS.get(name)
+    if known is not None and (known.__module__, known.__qualname__) != (cls.__module__, cls.__qualname__):
+        raise ValueError(f"schema {name!r} is already registered for {known.__module__}.{known.__qualname__}")
+    SCHEMAS[name] = cls
+    return cls
+
+
+register_schema("run", RunConfig)
+
+
+def schema_name(cls: type) -> str | None:
+    """The registered name of schema ``cls``, or None."""
+    return next((name for name, registered in SCHEMAS.items() if registered is cls), None)
+
+
+def schema_class(name: str, where: str) -> type:
+    """The dataclass registered as ``name`` (importing collab_distill's own module that registers it).
+
+    Raises:
+        ConfigError: ``name`` is unknown, or registered by a module the caller has not imported.
+    """
+    home = SCHEMA_MODULES.get(name)
+    if name not in SCHEMAS and home is not None and home.startswith("collab_distill."):
+        importlib.import_module(home)
+    if name in SCHEMAS:
+        return SCHEMAS[name]
+    if home is None:
+        raise ConfigError(f"{where}: unknown schema {name!r} (known: {', '.join(sorted(SCHEMA_MODULES))})")
+    raise ConfigError(f"{where}: schema {name!r} is registered by {home}: import it before loading this file")
+
+
+def resolve_config_path(path: str | Path) -> Path:
+    """The config file ``path`` names: ``path`` itself if it exists (from the working directory or
+    absolute), else the shipped file: ``configs/x.yaml`` and ``x.yaml`` both mean ``<CONFIG_ROOT>/x.yaml``.
+
+    So ``--config configs/stage1/synthetic.yaml`` works from any working directory and for an
+    installed (non-editable) package.
+
+    Raises:
+        ConfigError: no such file.
+    """
+    given = Path(path)
+    if given.is_file():
+        return given
+    shipped = _shipped(path)
+    if shipped is None:
+        raise ConfigError(f"{path}: config file not found (nor among the shipped configs in {CONFIG_ROOT})")
+    return shipped
+
+
+def _shipped(path: str | Path) -> Path | None:
+    """The shipped config a relative ``path`` names (``configs/x.yaml`` or ``x.yaml``), if it exists."""
+    given = Path(path)
+    if given.is_absolute():
+        return None
+    shipped = CONFIG_ROOT / (given.relative_to("configs") if given.parts[:1] == ("configs",) else given)
+    return shipped if shipped.is_file() else None
 
 
 # --------------------------------------------------------------------------------------------
 # Loading
 # --------------------------------------------------------------------------------------------
 def load_config(path: str | Path | None, overrides: list[str] | tuple[str, ...] = (),
-                schema: type[T] = RunConfig) -> T:  # type: ignore[assignment]
-    """Build a ``schema`` instance from a YAML file (with ``base:`` inheritance) and overrides.
+                schema: type[T] | None = None) -> T:
+    """Build a schema instance from a YAML file (with ``base:`` inheritance) and overrides.
 
     Args:
-        path: YAML file, or None to start from the schema's defaults.
+        path: YAML file (found by :func:`resolve_config_path`), or None to start from the schema's defaults.
         overrides: ``["dotted.key=value", ...]`` applied after the file, in order.
-        schema: the dataclass type to validate against.
+        schema: the dataclass to validate against; None: the one the file names with ``schema:``
+            (:data:`SCHEMAS`), else :class:`RunConfig`. A class that differs from the file's ``schema:``
+            is an error: the file is meant for another tool.
 
     Raises:
-        ConfigError: missing file, bad YAML, unknown key, wrong type (one line each).
+        ConfigError: missing file, bad YAML, another schema than ``schema``, unknown key, wrong
+            type (one line each).
     """
-    raw: dict[str, Any] = {}
-    origins: dict[str, str] = {}
-    if path is not None:
-        raw = _load_yaml_tree(Path(path), origins, chain=())
+    layers = _read_chain(resolve_config_path(path), chain=()) if path is not None else []
+    declared = _declared_schema(layers)
+    cls = _pick_schema(schema, declared, path)
+    variants = _variant_sections(cls)
+    raw, origins = _merge_layers(layers, variants)
     for item in overrides:
         key, value = _parse_override(item)
-        _set_dotted(raw, key, value)
+        _set_dotted(raw, key, value, variants)
         origins[key] = "command line"
-    return _build(schema, raw, prefix="", origins=origins, default_origin=str(path or "defaults"))
+    unnamed = " in a 'run' config (the file names no 'schema:')" if layers and not declared and not schema else ""
+    return _build(cls, raw, prefix="", src=_Sources(origins, str(path or "defaults")), owner=unnamed)
+
+
+def declared_schema(path: str | Path) -> str | None:
+    """The ``schema:`` that config file ``path`` declares, itself or through its ``base:`` files."""
+    declared = _declared_schema(_read_chain(resolve_config_path(path), chain=()))
+    return declared[0] if declared else None
 
 
 def check_config(cfg: T, where: str) -> None:
@@ -182,17 +295,48 @@ def check_config(cfg: T, where: str) -> None:
     Raises:
         ConfigError: one line naming the key, ``where`` (e.g. "synthetic config"), the rule and the value.
     """
-    _build(type(cfg), config_to_dict(cfg), prefix="", origins={}, default_origin=where)
+    _build(type(cfg), config_to_dict(cfg), prefix="", src=_Sources({}, where))
 
 
-def _load_yaml_tree(path: Path, origins: dict[str, str], chain: tuple[Path, ...]) -> dict[str, Any]:
-    """Read ``path`` and its ``base`` files, merged; record which file set each dotted key."""
-    if not path.is_file():
-        where = f" (base of {chain[-1]})" if chain else ""
-        raise ConfigError(f"{path}: config file not found{where}")
+@dataclass
+class _Layer:
+    """One YAML file of a ``base:`` chain: its keys (without ``base``/``schema``) and its ``schema:``."""
+
+    path: Path
+    data: dict[str, Any]
+    schema: str | None
+
+
+def _read_chain(path: Path, chain: tuple[Path, ...]) -> list[_Layer]:
+    """``path`` and its ``base`` files, in merge order (bases first, depth first).
+
+    A base is a path relative to the file, or else one :func:`resolve_config_path` finds (a user's
+    file may say ``base: configs/stage1/synthetic.yaml``)."""
     resolved = path.resolve()
     if resolved in chain:
         raise ConfigError(f"{path}: circular 'base' chain: {' -> '.join(map(str, chain + (resolved,)))}")
+    data = _read_yaml(path)
+    bases = data.pop(BASE_KEY, [])
+    declared = data.pop(SCHEMA_KEY, None)
+    layers = []
+    for base in [bases] if isinstance(bases, str) else bases:
+        layers += _read_chain(_base_path(str(base), path), chain + (resolved,))
+    return [*layers, _Layer(path, data, declared)]
+
+
+def _base_path(base: str, owner: Path) -> Path:
+    """A ``base:`` entry of file ``owner``: relative to ``owner``, else a shipped config."""
+    beside = owner.parent / base
+    if beside.is_file():
+        return beside
+    shipped = _shipped(base)
+    if shipped is None:
+        raise ConfigError(f"{beside}: config file not found (base of {owner})")
+    return shipped
+
+
+def _read_yaml(path: Path) -> dict[str, Any]:
+    """The top-level mapping of one YAML file."""
     try:
         data = yaml.safe_load(path.read_text()) or {}
     except yaml.YAMLError as exc:
@@ -201,21 +345,74 @@ def _load_yaml_tree(path: Path, origins: dict[str, str], chain: tuple[Path, ...]
         raise ConfigError(f"{path}:{line} invalid YAML: {getattr(exc, 'problem', exc)}") from None
     if not isinstance(data, dict):
         raise ConfigError(f"{path}: top level must be a mapping, got {type(data).__name__}")
-    bases = data.pop(BASE_KEY, [])
-    bases = [bases] if isinstance(bases, str) else bases
+    return data
+
+
+def _declared_schema(layers: list[_Layer]) -> tuple[str, Path] | None:
+    """The ``schema:`` a chain declares and the file that declares it last (files must agree)."""
+    found: tuple[str, Path] | None = None
+    for layer in layers:
+        if layer.schema is None:
+            continue
+        if found is not None and layer.schema != found[0]:
+            raise ConfigError(f"{layer.path}: schema {layer.schema!r} differs from {found[0]!r} of its base "
+                              f"{found[1]}")
+        found = (str(layer.schema), layer.path)
+    return found
+
+
+def _pick_schema(schema: type | None, declared: tuple[str, Path] | None, path: str | Path | None) -> type:
+    """The schema to build: the caller's (checked against the file's ``schema:``), else the declared
+    one, else :class:`RunConfig`."""
+    if declared is None:
+        return schema or RunConfig
+    name, source = declared
+    cls = schema_class(name, str(source))
+    if schema is not None and schema is not cls:
+        raise ConfigError(f"{path} is a {name!r} config; this tool reads "
+                          f"{schema_name(schema) or schema.__name__!r} configs")
+    return cls
+
+
+def _variant_sections(schema: type, prefix: str = "") -> dict[str, OneOf]:
+    """Dotted path -> :class:`OneOf` marker of every section of ``schema`` whose dataclass a key picks."""
+    hints = typing.get_type_hints(schema, include_extras=True)
+    found: dict[str, OneOf] = {}
+    for f in dataclasses.fields(schema):
+        marker = _one_of(hints[f.name])
+        if marker is not None:
+            found[prefix + f.name] = marker
+        elif dataclasses.is_dataclass(hints[f.name]):
+            found.update(_variant_sections(hints[f.name], f"{prefix}{f.name}."))
+    return found
+
+
+def _one_of(tp: Any) -> OneOf | None:
+    """The :class:`OneOf` marker of an ``Annotated`` type, if any."""
+    if typing.get_origin(tp) is not Annotated:
+        return None
+    return next((meta for meta in typing.get_args(tp)[1:] if isinstance(meta, OneOf)), None)
+
+
+def _merge_layers(layers: list[_Layer], variants: dict[str, OneOf]) -> tuple[dict[str, Any], dict[str, str]]:
+    """The merged tree of a chain and, per dotted key, the file that set it last."""
     merged: dict[str, Any] = {}
-    for base in bases:
-        merged = _deep_merge(merged, _load_yaml_tree(path.parent / base, origins, chain + (resolved,)))
-    for key in _dotted_keys(data):
-        origins[key] = str(path)
-    return _deep_merge(merged, data)
+    origins: dict[str, str] = {}
+    for layer in layers:
+        merged = _deep_merge(merged, layer.data, variants)
+        for key in _dotted_keys(layer.data):
+            origins[key] = str(layer.path)
+    return merged, origins
 
 
-def _deep_merge(a: dict[str, Any], b: dict[str, Any]) -> dict[str, Any]:
+def _deep_merge(a: dict[str, Any], b: dict[str, Any], variants: dict[str, OneOf], prefix: str = "") -> dict[str, Any]:
+    """``b`` over ``a``, sections merged key by key; a variant section that switches dataclass is replaced."""
     out = dict(a)
     for key, value in b.items():
-        if isinstance(value, dict) and isinstance(out.get(key), dict):
-            out[key] = _deep_merge(out[key], value)
+        marker = variants.get(prefix + key)
+        if isinstance(value, dict) and isinstance(out.get(key), dict) and not (marker and marker.switches(out[key],
+                                                                                                          value)):
+            out[key] = _deep_merge(out[key], value, variants, f"{prefix}{key}.")
         else:
             out[key] = value
     return out
@@ -245,29 +442,48 @@ def _parse_override(item: str) -> tuple[str, Any]:
     return key, value
 
 
-def _set_dotted(tree: dict[str, Any], key: str, value: Any) -> None:
+def _set_dotted(tree: dict[str, Any], key: str, value: Any, variants: dict[str, OneOf]) -> None:
+    """Set ``tree[a][b][c] = value`` for ``key`` ``a.b.c``; an override that switches a variant
+    section's dataclass (``method.name=stage2`` over a stage-1 file) empties that section first."""
     node = tree
     parts = key.split(".")
     for part in parts[:-1]:
         if not isinstance(node.get(part), dict):
             node[part] = {}
         node = node[part]
+    marker = variants.get(".".join(parts[:-1]))
+    if marker is not None and marker.switches(node, {parts[-1]: value}):
+        node.clear()
     node[parts[-1]] = value
 
 
-def _origin(key: str, origins: dict[str, str], default: str) -> str:
-    """Where ``key`` was set: the key itself, else its nearest parent, else a child (override)."""
-    probe = key.split("[")[0]
-    while probe:
-        if probe in origins:
-            return origins[probe]
-        probe = probe.rpartition(".")[0]
-    child = next((src for k, src in origins.items() if k.startswith(key + ".")), None)
-    return child or default
+@dataclass(frozen=True)
+class _Sources:
+    """Where each dotted key was set (a file or ``command line``), for the error messages."""
+
+    origins: dict[str, str]
+    default: str
+
+    def of(self, key: str) -> str:
+        """Where ``key`` was set: the key itself, else its nearest parent, else a child (override)."""
+        probe = key.split("[")[0]
+        while probe:
+            if probe in self.origins:
+                return self.origins[probe]
+            probe = probe.rpartition(".")[0]
+        child = next((src for k, src in self.origins.items() if k.startswith(key + ".")), None)
+        return child or self.default
+
+    def type_error(self, key: str, tp: Any, value: Any) -> ConfigError:
+        """``<where>: key 'k' expects <type>, got <value> (<its type>)``."""
+        return ConfigError(f"{self.of(key)}: key '{key}' expects {_type_name(tp)}, got {value!r} "
+                           f"({type(value).__name__})")
 
 
-def _build(schema: type[T], raw: dict[str, Any], prefix: str, origins: dict[str, str],
-           default_origin: str) -> T:
+def _build(schema: type[T], raw: dict[str, Any], prefix: str, src: _Sources, owner: str = "") -> T:
+    """A ``schema`` instance from the mapping ``raw`` (keys under ``prefix``), every value coerced.
+
+    ``owner`` completes the unknown-key message, e.g. `` for method 'stage2'``."""
     fields = {f.name: f for f in dataclasses.fields(schema) if f.init}  # type: ignore[arg-type]
     hints = typing.get_type_hints(schema, include_extras=True)  # keeps Annotated[..., Range]
     kwargs: dict[str, Any] = {}
@@ -277,8 +493,8 @@ def _build(schema: type[T], raw: dict[str, Any], prefix: str, origins: dict[str,
             near = difflib.get_close_matches(key, list(fields), n=1)
             hint = f" (did you mean '{prefix}{near[0]}'?)" if near else \
                 f" (known keys: {', '.join(sorted(fields))})"
-            raise ConfigError(f"{_origin(dotted, origins, default_origin)}: unknown key '{dotted}'{hint}")
-        kwargs[key] = _coerce(hints[key], value, dotted, origins, default_origin)
+            raise ConfigError(f"{src.of(dotted)}: unknown key '{dotted}'{owner}{hint}")
+        kwargs[key] = _coerce(hints[key], value, dotted, src)
     return schema(**kwargs)
 
 
@@ -286,77 +502,121 @@ def _type_name(tp: Any) -> str:
     return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
 
 
-def _coerce(tp: Any, value: Any, key: str, origins: dict[str, str], default_origin: str) -> Any:
-    """Check ``value`` against annotation ``tp`` and convert YAML forms (list -> tuple, int -> float).
-
-    ``Annotated[T, Range(...)]`` is checked as ``T``, then against each of its ranges."""
-    where = _origin(key, origins, default_origin)
-
-    def fail() -> typing.NoReturn:
-        raise ConfigError(f"{where}: key '{key}' expects {_type_name(tp)}, got {value!r} "
-                          f"({type(value).__name__})")
-
+def _coerce(tp: Any, value: Any, key: str, src: _Sources) -> Any:
+    """Check ``value`` against annotation ``tp`` and convert YAML forms (list -> tuple, int -> float):
+    dispatch to the piece for ``tp``'s kind."""
     origin = typing.get_origin(tp)
-    args = typing.get_args(tp)
     if origin is Annotated:
-        value = _coerce(args[0], value, key, origins, default_origin)
-        for bound in (meta for meta in args[1:] if isinstance(meta, Range)):
-            if value not in bound:
-                raise ConfigError(f"{where}: key '{key}' must be {bound}, got {value!r}")
-        return value
+        return _coerce_annotated(tp, value, key, src)
     if dataclasses.is_dataclass(tp):
-        if not isinstance(value, dict):
-            fail()
-        return _build(tp, value, key + ".", origins, default_origin)
+        return _coerce_section(tp, value, key, src)
     if origin in (Union, types.UnionType):
-        if value is None and type(None) in args:
-            return None
-        for arg in (a for a in args if a is not type(None)):
-            try:
-                return _coerce(arg, value, key, origins, default_origin)
-            except ConfigError:
-                continue
-        fail()
+        return _coerce_union(tp, value, key, src)
     if origin is Literal:
-        if value not in args:
-            raise ConfigError(f"{where}: key '{key}' must be one of {list(args)}, got {value!r}")
+        if value not in typing.get_args(tp):
+            raise ConfigError(f"{src.of(key)}: key '{key}' must be one of {list(typing.get_args(tp))}, got {value!r}")
         return value
     if origin in (list, tuple):
-        if not isinstance(value, (list, tuple)):
-            fail()
-        if origin is tuple and args and args[-1] is not Ellipsis:
-            if len(value) != len(args):
-                raise ConfigError(f"{where}: key '{key}' expects {len(args)} values, got {len(value)}")
-            return tuple(_coerce(a, v, f"{key}[{i}]", origins, default_origin)
-                         for i, (a, v) in enumerate(zip(args, value)))
-        item_tp = args[0] if args else Any
-        items = [_coerce(item_tp, v, f"{key}[{i}]", origins, default_origin) for i, v in enumerate(value)]
-        return tuple(items) if origin is tuple else items
+        return _coerce_sequence(tp, value, key, src)
     if origin is dict:
-        if not isinstance(value, dict):
-            fail()
-        val_tp = args[1] if args else Any
-        return {str(k): _coerce(val_tp, v, f"{key}.{k}", origins, default_origin) for k, v in value.items()}
+        return _coerce_mapping(tp, value, key, src)
+    return _coerce_scalar(tp, value, key, src)
+
+
+def _coerce_annotated(tp: Any, value: Any, key: str, src: _Sources) -> Any:
+    """``Annotated[T, OneOf(...)]``: the section of the picked dataclass; ``Annotated[T, Range(...)]``:
+    checked as ``T``, then against each range."""
+    inner, *metadata = typing.get_args(tp)
+    marker = _one_of(tp)
+    if marker is not None:
+        return _coerce_variant(marker, value, key, src)
+    value = _coerce(inner, value, key, src)
+    for bound in (meta for meta in metadata if isinstance(meta, Range)):
+        if value not in bound:
+            raise ConfigError(f"{src.of(key)}: key '{key}' must be {bound}, got {value!r}")
+    return value
+
+
+def _coerce_variant(marker: OneOf, value: Any, key: str, src: _Sources) -> Any:
+    """A section whose dataclass its ``marker.key`` value picks (``method.name`` -> the method's section)."""
+    if not isinstance(value, dict):
+        raise src.type_error(key, dict, value)
+    options = marker.options()
+    choice = value.get(marker.key, marker.default)
+    if choice not in options:
+        tag = f"{key}.{marker.key}"
+        raise ConfigError(f"{src.of(tag)}: key '{tag}' must be one of {list(options)}, got {choice!r}")
+    own = _field_names(options[choice])
+    for name in value:
+        others = [option for option, cls in options.items() if name not in own and name in _field_names(cls)]
+        if others:  # say where the key belongs rather than guess a look-alike
+            raise ConfigError(f"{src.of(f'{key}.{name}')}: unknown key '{key}.{name}' for {key} {choice!r} (a key of "
+                              f"{', '.join(others)}; {choice} reads {', '.join(sorted(own))})")
+    return _build(options[choice], value, key + ".", src, owner=f" for {key} {choice!r}")
+
+
+def _field_names(cls: type) -> set[str]:
+    return {f.name for f in dataclasses.fields(cls) if f.init}
+
+
+def _coerce_section(tp: type, value: Any, key: str, src: _Sources) -> Any:
+    """A nested dataclass from a mapping."""
+    if not isinstance(value, dict):
+        raise src.type_error(key, tp, value)
+    return _build(tp, value, key + ".", src)
+
+
+def _coerce_union(tp: Any, value: Any, key: str, src: _Sources) -> Any:
+    """``A | B | None``: the first member that accepts ``value``."""
+    args = typing.get_args(tp)
+    if value is None and type(None) in args:
+        return None
+    for arg in (a for a in args if a is not type(None)):
+        try:
+            return _coerce(arg, value, key, src)
+        except ConfigError:
+            continue
+    raise src.type_error(key, tp, value)
+
+
+def _coerce_sequence(tp: Any, value: Any, key: str, src: _Sources) -> Any:
+    """``list[T]``, ``tuple[T, ...]`` or a fixed-length ``tuple[A, B]`` from a YAML list."""
+    if not isinstance(value, (list, tuple)):
+        raise src.type_error(key, tp, value)
+    args = typing.get_args(tp)
+    if typing.get_origin(tp) is tuple and args and args[-1] is not Ellipsis:
+        if len(value) != len(args):
+            raise ConfigError(f"{src.of(key)}: key '{key}' expects {len(args)} values, got {len(value)}")
+        return tuple(_coerce(a, v, f"{key}[{i}]", src) for i, (a, v) in enumerate(zip(args, value)))
+    items = [_coerce(args[0] if args else Any, v, f"{key}[{i}]", src) for i, v in enumerate(value)]
+    return tuple(items) if typing.get_origin(tp) is tuple else items
+
+
+def _coerce_mapping(tp: Any, value: Any, key: str, src: _Sources) -> dict[str, Any]:
+    """``dict[str, T]`` from a YAML mapping (keys become strings)."""
+    if not isinstance(value, dict):
+        raise src.type_error(key, tp, value)
+    args = typing.get_args(tp)
+    return {str(k): _coerce(args[1] if args else Any, v, f"{key}.{k}", src) for k, v in value.items()}
+
+
+def _coerce_scalar(tp: Any, value: Any, key: str, src: _Sources) -> Any:
+    """``Any``, ``float`` (an int or a YAML 1.1 string like ``1e-4`` is accepted), ``int``, ``bool``, ``str``."""
     if tp is Any:
         return value
-    if tp is float:
-        if isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
-            try:
-                return float(value)
-            except ValueError:
-                fail()
-        if isinstance(value, bool) or not isinstance(value, (int, float)):
-            fail()
+    if tp is float and isinstance(value, str):  # YAML 1.1 reads 1e-4 (no dot) as a string
+        try:
+            return float(value)
+        except ValueError:
+            raise src.type_error(key, tp, value) from None
+    number = isinstance(value, (int, float)) and not isinstance(value, bool)
+    if tp is float and number:
         return float(value)
-    if tp is int:
-        if isinstance(value, bool) or not isinstance(value, int):
-            fail()
+    if (tp is int and number and isinstance(value, int)) or (tp in (bool, str) and isinstance(value, tp)):
         return value
-    if tp is bool or tp is str:
-        if not isinstance(value, tp):
-            fail()
-        return value
-    raise ConfigError(f"{where}: key '{key}' has an unsupported schema type {tp!r}")
+    if tp in (float, int, bool, str):
+        raise src.type_error(key, tp, value)
+    raise ConfigError(f"{src.of(key)}: key '{key}' has an unsupported schema type {tp!r}")
 
 
 # --------------------------------------------------------------------------------------------
@@ -389,7 +649,8 @@ def git_revision(repo: str | Path | None = None) -> str:
 
 
 def save_run_config(cfg: Any, out_dir: str | Path) -> Path:
-    """Write ``config.yaml`` (the resolved config) and ``run.json`` (git SHA, command, time) to ``out_dir``.
+    """Write ``config.yaml`` (the resolved config, with its ``schema:``) and ``run.json`` (git SHA,
+    command, time) to ``out_dir``.
 
     Returns:
         The path of the written ``config.yaml``.
@@ -397,7 +658,9 @@ def save_run_config(cfg: Any, out_dir: str | Path) -> Path:
     out = Path(out_dir)
     out.mkdir(parents=True, exist_ok=True)
     cfg_path = out / "config.yaml"
-    cfg_path.write_text(yaml.safe_dump(config_to_dict(cfg), sort_keys=False))
+    name = schema_name(type(cfg))
+    cfg_path.write_text(yaml.safe_dump({**({SCHEMA_KEY: name} if name else {}), **config_to_dict(cfg)},
+                                       sort_keys=False))
     meta = {"git_sha": git_revision(), "command": sys.argv,
             "time_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
             "python": sys.version.split()[0],

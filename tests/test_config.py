@@ -11,7 +11,8 @@ from pathlib import Path
 import pytest
 import yaml
 
-from collab_distill.config import ConfigError, RunConfig, load_config, save_run_config
+from collab_distill.config import (SCHEMA_MODULES, SCHEMAS, ConfigError, RunConfig, declared_schema, load_config,
+                                   register_schema, resolve_config_path, save_run_config)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -87,38 +88,119 @@ def test_circular_base(tmp_path):
         load_config(tmp_path / "a.yaml")
 
 
-def _schema_of(path: Path):
-    """The schema that validates a shipped config: by folder (configs/<folder>/...)."""
-    folder = path.relative_to(REPO / "configs").parts[0]
-    if folder == "synthetic":
-        from data_prep.synthetic.config import SyntheticConfig
+def test_every_shipped_config_names_its_schema_and_loads_with_it():
+    """What tools/show_config.py does: no folder -> schema map, the file says what it is."""
+    import data_prep.synthetic.config  # noqa: F401 (registers `synthetic`; collab_distill never imports data_prep)
 
-        return SyntheticConfig
-    if folder == "probe":
-        from collab_distill.probe.config import ProbeConfig
-
-        return ProbeConfig
-    if folder == "probe_lidar":
-        from collab_distill.probe.lidar import LidarProbeConfig
-
-        return LidarProbeConfig
-    if folder == "asvp":
-        from collab_distill.defense.study import ASVPStudyConfig
-
-        return ASVPStudyConfig
-    return RunConfig
-
-
-def test_shipped_configs_load():
-    files = sorted((REPO / "configs").rglob("*.yaml"))
-    assert len(files) >= 8, "configs missing"
+    files = sorted((REPO / "collab_distill" / "configs").rglob("*.yaml"))
+    assert len(files) >= 15, "configs missing"
     for path in files:
-        load_config(path, schema=_schema_of(path))
+        cfg = load_config(path)
+        assert declared_schema(path) in SCHEMAS, path  # declared, not the run default
+        assert type(cfg) is SCHEMAS[declared_schema(path)], path
+
+
+def test_a_config_for_another_tool_is_one_line_naming_both_schemas():
+    from collab_distill.probe.config import ProbeConfig
+
+    with pytest.raises(ConfigError, match=r"^configs/probe/seg_linear.yaml is a 'probe' config; this tool reads "
+                                          r"'run' configs$"):
+        load_config("configs/probe/seg_linear.yaml", schema=RunConfig)
+    with pytest.raises(ConfigError, match="is a 'run' config; this tool reads 'probe' configs"):
+        load_config("configs/stage1/synthetic.yaml", schema=ProbeConfig)
+
+
+def test_schema_names_errors(tmp_path, monkeypatch):
+    import data_prep.synthetic.config  # noqa: F401
+
+    unknown = _write(tmp_path / "x.yaml", "schema: nonsense\n")
+    with pytest.raises(ConfigError, match=r"x.yaml: unknown schema 'nonsense' \(known: .*lidar_probe.*\)"):
+        load_config(unknown)
+    monkeypatch.delitem(SCHEMAS, "synthetic")  # as in a process that never imported data_prep
+    with pytest.raises(ConfigError, match="schema 'synthetic' is registered by data_prep.synthetic.config: "
+                                          "import it"):
+        load_config("configs/synthetic/tiny.yaml")
+    mixed = _write(tmp_path / "mixed.yaml", "schema: probe\nbase: " + str(REPO / "configs" / "base.yaml") + "\n")
+    with pytest.raises(ConfigError, match=r"mixed.yaml: schema 'probe' differs from 'run' of its base .*base.yaml"):
+        load_config(mixed)
+    with pytest.raises(ValueError, match="already registered"):
+        register_schema("run", dict)
+
+
+def test_every_schema_module_registers_its_schema():
+    """SCHEMA_MODULES (what the loader imports, and what its error names) is right for every name."""
+    import importlib
+
+    for name, module in SCHEMA_MODULES.items():
+        importlib.import_module(module)
+        assert name in SCHEMAS, f"{module} does not register {name!r}"
+    assert set(SCHEMAS) <= set(SCHEMA_MODULES)
+
+
+def test_a_file_without_schema_is_a_run_config_and_says_so(tmp_path):
+    path = _write(tmp_path / "probe.yaml", "task: seg\n")
+    with pytest.raises(ConfigError, match=r"unknown key 'task' in a 'run' config \(the file names no 'schema:'\)"):
+        load_config(path)
+
+
+def test_config_paths_resolve_to_the_shipped_configs_from_any_directory(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    shipped = REPO / "collab_distill" / "configs" / "stage2" / "synthetic.yaml"
+    assert resolve_config_path("configs/stage2/synthetic.yaml").resolve() == shipped.resolve()
+    assert resolve_config_path("stage2/synthetic.yaml").resolve() == shipped.resolve()
+    assert load_config("configs/stage2/synthetic.yaml").method.name == "stage2"
+    own = _write(tmp_path / "configs" / "stage2" / "synthetic.yaml", "schema: run\ntrain:\n  epochs: 7\n")
+    assert resolve_config_path("configs/stage2/synthetic.yaml") == Path("configs/stage2/synthetic.yaml")  # as given
+    assert load_config(own).train.epochs == 7
+    mine = _write(tmp_path / "mine.yaml", "base: configs/stage1/synthetic.yaml\ntrain:\n  epochs: 3\n")
+    own.unlink()
+    cfg = load_config(mine)  # a base that is not beside the file: the shipped one
+    assert cfg.train.epochs == 3 and cfg.method.teacher_cache  # the rest from configs/stage1/synthetic.yaml
+    with pytest.raises(ConfigError, match="nowhere.yaml: config file not found"):
+        resolve_config_path("configs/nowhere.yaml")
+
+
+# ---------------------------------------------------------------------------------------------
+# method: the section of the method method.name names
+# ---------------------------------------------------------------------------------------------
+def test_method_section_is_the_named_methods_dataclass(tmp_path):
+    from collab_distill.methods.config import ImageDistillConfig, Stage1Config, Stage2Config
+
+    assert type(load_config(None).method) is Stage1Config and RunConfig().method == Stage1Config()
+    stage2 = load_config("configs/stage2/synthetic.yaml")
+    assert type(stage2.method) is Stage2Config and stage2.method.pixel_to_point_weight == 1.0
+    # a base of another method: its method keys (teacher_cache: true) are not inherited
+    assert not hasattr(stage2.method, "teacher_cache")
+    # the same dataclass under another name keeps the inherited keys
+    base = _write(tmp_path / "a.yaml", "schema: run\nmethod:\n  name: asymmetric\n  attn_blocks: 3\n")
+    child = _write(tmp_path / "b.yaml", "base: a.yaml\nmethod:\n  name: self_distill\n")
+    cfg = load_config(child)
+    assert type(cfg.method) is ImageDistillConfig and (cfg.method.name, cfg.method.attn_blocks) == ("self_distill", 3)
+    assert load_config(base, ["method.name=stage1"]).method == Stage1Config()  # an override switches too
+    assert load_config(child, ["method.attn_blocks=2"]).method.attn_blocks == 2
+
+
+def test_a_key_of_another_method_names_the_key_the_file_and_the_method(tmp_path):
+    path = _write(tmp_path / "s2.yaml", "base: " + str(REPO / "configs" / "stage2" / "synthetic.yaml")
+                  + "\nmethod:\n  patch_weight: 0.5\n")
+    with pytest.raises(ConfigError) as err:
+        load_config(path)
+    assert str(err.value) == (f"{path}: unknown key 'method.patch_weight' for method 'stage2' (a key of teacher_plus, "
+                              "asymmetric, self_distill; stage2 reads anchor_weight, name, pixel_to_point_weight, "
+                              "point_weights, retention_weight)")
+    with pytest.raises(ConfigError, match=r"^command line: unknown key 'method.anchr_weight' for method 'stage2' "
+                                          r"\(did you mean 'method.anchor_weight'\?\)$"):
+        load_config("configs/stage2/synthetic.yaml", ["method.anchr_weight=1"])
+    with pytest.raises(ConfigError, match=r"^command line: key 'method.name' must be one of \['teacher_pretrain', "
+                                          r"'stage1', 'stage2', 'teacher_plus', 'asymmetric', 'self_distill'\], "
+                                          r"got 'stage3'$"):
+        load_config(None, ["method.name=stage3"])
 
 
 def test_saved_config_round_trips_and_records_git_sha(tmp_path):
     cfg = load_config(None, ["optim.lr=0.5", "data.conditions=[night,rain]"])
     save_run_config(cfg, tmp_path / "run")
+    assert declared_schema(tmp_path / "run" / "config.yaml") == "run"
     assert load_config(tmp_path / "run" / "config.yaml") == cfg
     meta = json.loads((tmp_path / "run" / "run.json").read_text())
     assert meta["threads"]["OMP_NUM_THREADS"] == os.environ.get("OMP_NUM_THREADS")  # results depend on it
@@ -162,8 +244,9 @@ def test_out_of_range_values_are_one_line_naming_key_range_and_value(override, r
     key = override.split("=")[0]
     if override.startswith(("optim.betas", "method.severities", "model.point.enc_widths")):
         key += "[1]"
+    method = {"method.severities": ["method.name=asymmetric"], "method.anchor_weight": ["method.name=stage2"]}
     with pytest.raises(ConfigError) as err:
-        load_config(None, [override])
+        load_config(None, [*method.get(override.split("=")[0], []), override])
     assert str(err.value) == f"command line: key '{key}' {rule}"
 
 
@@ -180,7 +263,7 @@ def test_every_schema_declares_its_ranges():
     from data_prep.synthetic.config import SyntheticConfig
 
     for schema, override in ((ProbeConfig, "train.batch_size=0"), (ProbeConfig, "head.num_bins=1"),
-                             (LidarProbeConfig, "batch_points=0"), (LidarProbeConfig, "epochs=0"),
+                             (LidarProbeConfig, "train.batch_points=0"), (LidarProbeConfig, "train.epochs=0"),
                              (SyntheticConfig, "jpeg_quality=101"), (SyntheticConfig, "weather.severity=0"),
                              (SyntheticConfig, "samples_per_scene=41"), (ASVPStudyConfig, "threads=0"),
                              (ASVPStudyConfig, "restoration.teacher.steps=0"),

@@ -11,7 +11,8 @@ from collab_distill.config import load_config
 from collab_distill.data.dataset import DataFileError
 from collab_distill.data.taxonomy import IGNORE, LIDARSEG_CLASSES
 from collab_distill.models.weights import WeightsError
-from collab_distill.probe.lidar import LidarProbeConfig, evaluate, run_lidar_probe, train_head
+from collab_distill.probe.lidar import (LidarProbeConfig, LidarProbeTrainConfig, evaluate, lidar_result_path,
+                                        run_lidar_probe, train_head)
 
 
 def _split(features: torch.Tensor, labels: torch.Tensor, tags: list[tuple[str, ...]]) -> dict:
@@ -27,7 +28,7 @@ def test_head_separates_informative_features_and_not_random_ones():
     informative = torch.nn.functional.one_hot(labels.clamp(max=len(LIDARSEG_CLASSES) - 1), len(LIDARSEG_CLASSES)).float() * 3
     informative += 0.3 * torch.randn(informative.shape, generator=gen)
     noise = torch.randn(4000, 16, generator=gen)
-    cfg = LidarProbeConfig(epochs=25, lr=5e-2, batch_points=2000)
+    cfg = LidarProbeTrainConfig(epochs=25, lr=5e-2, batch_points=2000)
     tags = [("clear",), ("night", "rain")]
     good = evaluate(train_head(informative[:2000], labels[:2000], cfg, progress=False),
                     _split(informative[2000:], labels[2000:], tags))
@@ -43,12 +44,13 @@ def _tiny_cfg(synthetic_infos, *overrides: str) -> LidarProbeConfig:
     return load_config("configs/probe_lidar/synthetic.yaml", [
         f"data.info_dir={synthetic_infos}", "model.image.name=vit_pico_patch14_cpu", "data.image_size=[56,112]",
         "model.point.enc_widths=[8,16]", "model.point.enc_depths=[1,1]", "model.point.dec_widths=[16,16]",
-        "model.point.dec_depths=[1,1]", "model.point.stem_width=8", "epochs=3", "data.voxel_size=0.4", *overrides],
+        "model.point.dec_depths=[1,1]", "model.point.stem_width=8", "train.epochs=3", "data.voxel_size=0.4", *overrides],
         schema=LidarProbeConfig)
 
 
 def test_probe_runs_on_the_synthetic_world(synthetic_infos):
-    result = run_lidar_probe(_tiny_cfg(synthetic_infos), "floor", progress=False)
+    result = run_lidar_probe(_tiny_cfg(synthetic_infos), progress=False)
+    assert result["name"] == "random_init"  # experiment.name empty, no point_weights: the floor
     assert set(result["results"]) == {"all", "night", "rain"}  # the tiny val split is one night+rain scene
     everything = result["results"]["all"]
     assert 0.0 <= everything["miou"] <= 1.0 and everything["points"] > 1000
@@ -58,7 +60,7 @@ def test_probe_runs_on_the_synthetic_world(synthetic_infos):
     assert result["encoder"]["weights"] == "random init (floor)"
     with pytest.raises(WeightsError, match="point_encoder.safetensors not found: point --point-weights"):
         run_lidar_probe(load_config(None, ["point_weights=/nowhere", "model.image.weights=random"],
-                                    schema=LidarProbeConfig), "x", progress=False)
+                                    schema=LidarProbeConfig), progress=False)
 
 
 def test_a_label_file_truncated_after_prepare_names_the_file(damaged_copy, synthetic_infos):
@@ -66,7 +68,16 @@ def test_a_label_file_truncated_after_prepare_names_the_file(damaged_copy, synth
     root, path, num_points = damaged_copy("lidarseg_path", 100)
     with pytest.raises(DataFileError, match=re.escape(f"{path}: 100 bytes hold 100 labels, its info record says "
                                                       f"{num_points};")):
-        run_lidar_probe(_tiny_cfg(synthetic_infos, f"data.dataroot={root}"), "floor", progress=False)
+        run_lidar_probe(_tiny_cfg(synthetic_infos, f"data.dataroot={root}"), progress=False)
+
+
+def test_result_path_and_name_follow_the_probe_convention():
+    def path(*overrides: str) -> str:
+        return str(lidar_result_path(load_config("configs/probe_lidar/synthetic.yaml", list(overrides))))
+
+    assert path() == "runs/probes/random_init/lidar_seg.json"
+    assert path("point_weights=runs/demo/seed0/stage1/weights") == "runs/probes/stage1/lidar_seg.json"
+    assert path("experiment.name=mine", "experiment.output_dir=out", "point_weights=w") == "out/mine/lidar_seg.json"
 
 
 def test_report_includes_the_3d_probe_next_to_the_2d_tables(tmp_path):

@@ -40,8 +40,7 @@ def _train(cfg: RunConfig, resume: str = "", poison_at: int = 0, **kwargs) -> Tr
     if poison_at:
         _poison_after(method, poison_at)
     dataset = PairedDataset(cfg.data, seed=cfg.experiment.seed)
-    return train(method, dataset, Collate(cfg.data.voxel_size), cfg.train, cfg.optim, cfg.experiment.output_dir,
-                 cfg.experiment.seed, resume, cfg, progress=False, **kwargs)
+    return train(method, dataset, Collate(cfg.data.voxel_size), cfg, resume, progress=False, **kwargs)
 
 
 def _poison_after(method: Method, step: int) -> None:

@@ -44,8 +44,7 @@ def _train(cfg: RunConfig, resume: str = ""):
     probe = collate([dataset[(0, 0)], dataset[(1, 0)]])
     with torch.no_grad():
         loss_before = float(method.train(False)(probe).loss)
-    result = train(method, dataset, collate, cfg.train, cfg.optim, cfg.experiment.output_dir,
-                   cfg.experiment.seed, resume, cfg, progress=False)
+    result = train(method, dataset, collate, cfg, resume, progress=False)
     after = _frozen_state(method)
     assert before.keys() == after.keys() and all(torch.equal(before[k], after[k]) for k in before), \
         "a frozen module changed during training"
@@ -125,3 +124,35 @@ def test_teacher_pretraining_learns_and_exports_a_timm_vit(synthetic_infos, tmp_
     teacher = ImageEncoder(dataclasses.replace(cfg.model.image, weights=str(weights)), cfg.data.image_size).freeze()
     images = torch.rand(1, 3, *cfg.data.image_size)
     torch.testing.assert_close(teacher(images).patch[-1], method.encoder.eval()(images).patch[-1])
+
+
+def test_layer_decay_follows_the_method_hook_whatever_the_vit_is_called():
+    """The ViT is found by parameter identity (Method.layer_decay_vit), not by an attribute-name prefix."""
+    from collab_distill.config import OptimConfig
+    from collab_distill.engine.optim import build_optimizer
+    from collab_distill.methods.base import Method
+    from collab_distill.models import ImageEncoder
+    from collab_distill.models.config import ImageEncoderConfig
+
+    class Backboned(Method):
+        def __init__(self) -> None:
+            super().__init__()
+            self.backbone = ImageEncoder(ImageEncoderConfig(name="vit_pico_patch14_cpu", weights="random"), (56, 112))
+            self.head = torch.nn.Linear(self.backbone.embed_dim, 2)
+
+        def trainable_names(self) -> tuple[str, ...]:
+            return ("backbone", "head")
+
+        def layer_decay_vit(self) -> ImageEncoder:
+            return self.backbone
+
+    method, cfg = Backboned(), OptimConfig(lr=1.0, layer_decay=0.5)
+    lrs = {id(p): group["lr"] for group in build_optimizer(method, cfg, method.layer_decay_vit()).param_groups
+           for p in group["params"]}
+    depth, vit = method.backbone.depth, method.backbone.vit
+    assert lrs[id(vit.patch_embed.proj.weight)] == 0.5 ** (depth + 1)    # embeddings: layer 0
+    assert lrs[id(vit.blocks[0].mlp.fc1.weight)] == 0.5 ** depth
+    assert lrs[id(vit.blocks[-1].mlp.fc1.weight)] == 0.5                 # last block: layer depth
+    assert lrs[id(method.head.weight)] == 1.0                            # not the ViT's
+    assert {group["lr"] for group in build_optimizer(method, cfg).param_groups} == {1.0}  # no ViT named: no decay
+    assert Method.layer_decay_vit(method) is None                         # the default hook

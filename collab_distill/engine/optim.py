@@ -4,12 +4,15 @@ from __future__ import annotations
 
 import math
 import re
-from typing import Iterable
+from typing import TYPE_CHECKING, Iterable
 
 import torch
 from torch import nn
 
 from collab_distill.config import OptimConfig
+
+if TYPE_CHECKING:
+    from collab_distill.models import ImageEncoder
 
 _NO_DECAY = re.compile(r"(^|\.)(bias|pos_embed|cls_token|reg_token|mask_token|register_tokens)$|norm|bn\d*\.|\.bn\.")
 
@@ -27,17 +30,25 @@ def vit_layer_id(name: str, num_layers: int) -> int:
     return int(match.group(2)) + 1 if match else num_layers + 1
 
 
-def parameter_groups(named: Iterable[tuple[str, nn.Parameter]], cfg: OptimConfig, vit_depth: int = 0
+def layer_scales(vit: ImageEncoder | None, layer_decay: float) -> dict[int, float]:
+    """``id(parameter)`` -> lr scale ``layer_decay ** (depth + 1 - layer id)`` for every parameter of
+    ``vit`` (empty without a ViT or with ``layer_decay`` 1)."""
+    if vit is None or layer_decay >= 1.0:
+        return {}
+    return {id(param): layer_decay ** (vit.depth + 1 - vit_layer_id(name, vit.depth))
+            for name, param in vit.named_parameters()}
+
+
+def parameter_groups(named: Iterable[tuple[str, nn.Parameter]], cfg: OptimConfig, vit: ImageEncoder | None = None
                      ) -> list[dict]:
-    """Groups for AdamW: decay / no decay, times layer-wise lr scale ``layer_decay ** (depth - id)``
-    for parameters whose name contains ``vit_prefix`` (when ``cfg.layer_decay < 1`` and ``vit_depth > 0``)."""
+    """Groups for AdamW: decay / no decay, times the layer-wise lr scale of :func:`layer_scales` for the
+    parameters of ``vit`` (recognised by identity, whatever their name in ``named``)."""
+    scales = layer_scales(vit, cfg.layer_decay)
     groups: dict[tuple[bool, float], dict] = {}
     for name, param in named:
         if not param.requires_grad:
             continue
-        scale = 1.0
-        if cfg.layer_decay < 1.0 and vit_depth > 0 and cfg.vit_prefix and name.startswith(cfg.vit_prefix):
-            scale = cfg.layer_decay ** (vit_depth + 1 - vit_layer_id(name[len(cfg.vit_prefix):], vit_depth))
+        scale = scales.get(id(param), 1.0)
         decay = not no_weight_decay(name, param)
         group = groups.setdefault((decay, scale), {"params": [], "names": [], "lr_scale": scale,
                                                    "weight_decay": cfg.weight_decay if decay else 0.0})
@@ -46,9 +57,10 @@ def parameter_groups(named: Iterable[tuple[str, nn.Parameter]], cfg: OptimConfig
     return list(groups.values())
 
 
-def build_optimizer(model: nn.Module, cfg: OptimConfig, vit_depth: int = 0) -> torch.optim.AdamW:
-    """AdamW over the trainable parameters of ``model`` in :func:`parameter_groups`."""
-    groups = parameter_groups(model.named_parameters(), cfg, vit_depth)
+def build_optimizer(model: nn.Module, cfg: OptimConfig, vit: ImageEncoder | None = None) -> torch.optim.AdamW:
+    """AdamW over the trainable parameters of ``model`` in :func:`parameter_groups` (``vit``: the ViT
+    that gets layer-wise lr decay, a module inside ``model``)."""
+    groups = parameter_groups(model.named_parameters(), cfg, vit)
     if not groups:
         raise ValueError("the model has no trainable parameter")
     for group in groups:

@@ -2,7 +2,6 @@
 from __future__ import annotations
 
 import logging
-from pathlib import Path
 
 from collab_distill.config import RunConfig
 from collab_distill.data.collate import Collate
@@ -21,13 +20,10 @@ def run_training(cfg: RunConfig, resume: str = "", progress: bool = True, overwr
     """
     from accelerate.utils import set_seed
 
-    out_dir = Path(cfg.experiment.output_dir)
-    run_folder(out_dir, resume, overwrite)  # refuse a non-empty folder before building the model
+    run_folder(cfg.experiment.output_dir, resume, overwrite)  # refuse a non-empty folder before building the model
     dataset = PairedDataset(cfg.data, seed=cfg.experiment.seed, train=True)
     set_seed(cfg.experiment.seed)  # random initialisations are part of the run's determinism
     method = build_method(cfg)
     log.info("%s: %d samples (%s), trainable %s, frozen %s", cfg.method.name, len(dataset), cfg.data.conditions,
              list(method.trainable_modules()), list(method.frozen_modules()))
-    vit_depth = getattr(getattr(method, "student", None), "depth", 0)
-    return train(method, dataset, Collate(cfg.data.voxel_size), cfg.train, cfg.optim, out_dir,
-                 cfg.experiment.seed, resume, cfg, vit_depth, progress, overwrite)
+    return train(method, dataset, Collate(cfg.data.voxel_size), cfg, resume, progress, overwrite)

@@ -20,10 +20,10 @@ import torch
 from torch import nn
 from torch.utils.data import DataLoader, Dataset
 
-from collab_distill.config import ConfigError, OptimConfig, TrainConfig, save_run_config
+from collab_distill.config import ConfigError, OptimConfig, RunConfig, TrainConfig, save_run_config
 from collab_distill.engine.checkpoint import load_checkpoint, load_latest_checkpoint, save_checkpoint
 from collab_distill.engine.optim import build_optimizer, build_scheduler
-from collab_distill.engine.output import run_folder
+from collab_distill.engine.output import RunFolder, run_folder
 from collab_distill.engine.sampler import GlobalBatchSchedule
 from collab_distill.errors import UserError
 from collab_distill.methods.base import Method
@@ -187,88 +187,141 @@ def _check_finite_everywhere(acc: Any, method: Method, what: str) -> None:
         raise NonFiniteWeightsError(f"{what}: training diverged on another process; nothing was saved")
 
 
-def train(method: Method, dataset: Dataset, collate: Callable[[list], dict], train_cfg: TrainConfig,
-          optim_cfg: OptimConfig, out_dir: str | Path, seed: int, resume: str = "", run_config: Any = None,
-          vit_depth: int = 0, progress: bool = True, overwrite: bool = False) -> TrainResult:
-    """Train ``method`` on ``dataset``; write checkpoints, logs and exported weights to ``out_dir``.
+@dataclass
+class _Session:
+    """One process's training state: the accelerator, the (wrapped) model and the method itself, the
+    optimiser and lr schedule, the run folder, the config and batch schedule, and where the loop stands."""
+
+    acc: Any
+    model: nn.Module                     # what forward/backward run on (DDP-wrapped with several processes)
+    method: Method                       # the unwrapped method (hooks, checkpoint state, export)
+    optimizer: torch.optim.Optimizer
+    scheduler: Any
+    folder: RunFolder
+    cfg: RunConfig
+    schedule: GlobalBatchSchedule
+    total_steps: int
+    step: int = 0
+    nonfinite: int = 0
+
+
+def train(method: Method, dataset: Dataset, collate: Callable[[list], dict], cfg: RunConfig, resume: str = "",
+          progress: bool = True, overwrite: bool = False) -> TrainResult:
+    """Train ``method`` on ``dataset`` as ``cfg`` says; write checkpoints, logs, the resolved config and
+    the exported weights to ``cfg.experiment.output_dir``.
 
     Args:
-        resume: ``""`` (start fresh), ``"auto"`` (the newest valid checkpoint of ``out_dir`` if any)
+        cfg: the run config: ``train`` (loop), ``optim`` (with layer-wise lr decay for the ViT of
+            :meth:`Method.layer_decay_vit`), ``experiment`` (output folder, seed); saved as ``config.yaml``.
+        resume: ``""`` (start fresh), ``"auto"`` (the newest valid checkpoint of the output folder if any)
             or a checkpoint folder.
-        run_config: the resolved run config, saved as ``config.yaml`` next to the outputs.
-        vit_depth: number of ViT blocks, for layer-wise lr decay (0: off).
-        overwrite: replace a non-empty ``out_dir`` once the run has finished (:mod:`engine.output`);
-            without it or ``resume``, a non-empty ``out_dir`` is refused.
+        overwrite: replace a non-empty output folder once the run has finished (:mod:`engine.output`);
+            without it or ``resume``, a non-empty output folder is refused.
 
     Raises:
         OutputDirError, CheckpointError, ConfigError, NonFiniteLossError, NonFiniteWeightsError: see
         their messages; a diverged model is never saved.
     """
+    s = _start(method, dataset, cfg, resume, overwrite)
+    loader = DataLoader(dataset, batch_sampler=_StepBatches(s.schedule, s.step, s.total_steps, s.acc.process_index),
+                        collate_fn=collate, num_workers=getattr(getattr(dataset, "cfg", None), "num_workers", 0))
+    logs = _loop(s, iter(loader), _RunLog(s.folder.work, s.step, s.total_steps, s.acc.is_main_process, progress))
+    return _finish(s, logs)
+
+
+def _start(method: Method, dataset: Dataset, cfg: RunConfig, resume: str, overwrite: bool) -> _Session:
+    """Accelerator, schedule, optimiser and scheduler; the model on its device; a checkpoint restored;
+    the run folder begun and its ``config.yaml`` written (main process)."""
     from accelerate import Accelerator
     from accelerate.utils import set_seed
 
-    folder = run_folder(out_dir, resume, overwrite)
-    acc = Accelerator(mixed_precision=train_cfg.mixed_precision,
-                      gradient_accumulation_steps=train_cfg.grad_accum)
-    set_seed(seed)
-    schedule = GlobalBatchSchedule(len(dataset), train_cfg.batch_size, acc.num_processes, train_cfg.grad_accum, seed)
-    total_steps = _total_steps(train_cfg, schedule)
-    optimizer = build_optimizer(method, optim_cfg, vit_depth)
-    scheduler = build_scheduler(optimizer, optim_cfg, total_steps)
+    folder = run_folder(cfg.experiment.output_dir, resume, overwrite)
+    acc = Accelerator(mixed_precision=cfg.train.mixed_precision, gradient_accumulation_steps=cfg.train.grad_accum)
+    set_seed(cfg.experiment.seed)
+    schedule = GlobalBatchSchedule(len(dataset), cfg.train.batch_size, acc.num_processes, cfg.train.grad_accum,
+                                   cfg.experiment.seed)
+    total_steps = _total_steps(cfg.train, schedule)
+    optimizer = build_optimizer(method, cfg.optim, method.layer_decay_vit())
+    scheduler = build_scheduler(optimizer, cfg.optim, total_steps)
     if acc.num_processes > 1 and acc.device.type == "cuda":  # SyncBatchNorm is GPU-only
         method = torch.nn.SyncBatchNorm.convert_sync_batchnorm(method)
     method.to(acc.device)
     model, optimizer = acc.prepare(method, optimizer)
-    unwrapped: Method = acc.unwrap_model(model)
-
-    start, nonfinite = _restore(resume, folder.work, optimizer, scheduler, acc.scaler, unwrapped)
+    s = _Session(acc, model, acc.unwrap_model(model), optimizer, scheduler, folder, cfg, schedule, total_steps)
+    s.step, s.nonfinite = _restore(resume, folder.work, optimizer, scheduler, acc.scaler, s.method)
     if acc.is_main_process:
         folder.begin()
-        if run_config is not None:
-            save_run_config(run_config, folder.work)
-    loader = DataLoader(dataset, batch_sampler=_StepBatches(schedule, start, total_steps, acc.process_index),
-                        collate_fn=collate, num_workers=getattr(getattr(dataset, "cfg", None), "num_workers", 0))
-    run_log = _RunLog(folder.work, start, total_steps, acc.is_main_process, progress)
-    model.train()
-    batches = iter(loader)
-    step, logs = start, {}
+        save_run_config(cfg, folder.work)
+    return s
+
+
+def _loop(s: _Session, batches: Iterator[dict], run_log: _RunLog) -> dict[str, float]:
+    """Optimiser steps until ``s.total_steps``, logging and checkpointing as configured, then the
+    export (main process); returns the last step's logged values."""
+    s.model.train()
+    start, logs = s.step, {}
     t0 = time.perf_counter()
     try:
-        while step < total_steps:
-            sums, skip = _optimizer_step(acc, model, batches, train_cfg, optim_cfg)
-            if skip:
-                nonfinite += 1
-                optimizer.zero_grad(set_to_none=True)
-                log.warning("step %d: non-finite loss, step skipped (%d so far)", step, nonfinite)
-                if nonfinite >= train_cfg.max_nonfinite:
-                    raise NonFiniteLossError(f"{nonfinite} steps had a non-finite loss (train.max_nonfinite="
-                                             f"{train_cfg.max_nonfinite}); lower optim.lr or use "
-                                             f"train.mixed_precision=bf16/no")
-            else:
-                optimizer.step()
-                optimizer.zero_grad(set_to_none=True)
-                unwrapped.after_optimizer_step()
-            scheduler.step()
-            step += 1
+        while s.step < s.total_steps:
+            sums, skip = _optimizer_step(s.acc, s.model, batches, s.cfg.train, s.cfg.optim)
+            _apply_or_skip(s, skip)
+            s.scheduler.step()
+            s.step += 1
             run_log.bar.update()
-            if acc.num_processes > 1:  # log the mean over processes, not rank 0's share
-                mean = acc.reduce(torch.tensor(list(sums.values()), device=acc.device), "mean")
-                sums = dict(zip(sums, mean.tolist()))
-            logs = {**sums, "lr": scheduler.get_last_lr()[0]}
-            if acc.is_main_process and (step % train_cfg.log_every == 0 or step == total_steps):
-                run_log.step(step, logs, (step - start) / (time.perf_counter() - t0))
-            if (train_cfg.ckpt_every and step % train_cfg.ckpt_every == 0) or step == total_steps:
-                _check_finite_everywhere(acc, unwrapped, f"{folder.work} at step {step}")
-                acc.wait_for_everyone()
-                if acc.is_main_process:
-                    save_checkpoint(folder.work, step, unwrapped.checkpoint_state(), optimizer, scheduler,
-                                    acc.scaler, {"nonfinite_steps": nonfinite}, train_cfg.keep_last)
-        if acc.is_main_process:
-            unwrapped.export(folder.work / "weights")
+            logs = {**_mean_over_processes(s.acc, sums), "lr": s.scheduler.get_last_lr()[0]}
+            if s.acc.is_main_process and (s.step % s.cfg.train.log_every == 0 or s.step == s.total_steps):
+                run_log.step(s.step, logs, (s.step - start) / (time.perf_counter() - t0))
+            if (s.cfg.train.ckpt_every and s.step % s.cfg.train.ckpt_every == 0) or s.step == s.total_steps:
+                _checkpoint(s)
+        if s.acc.is_main_process:
+            s.method.export(s.folder.work / "weights")
     finally:
         run_log.close()
-    if acc.is_main_process:
-        folder.finish()
-    acc.wait_for_everyone()
-    acc.end_training()
-    return TrainResult(step, {k: v for k, v in logs.items() if not math.isnan(v)}, nonfinite, folder.final)
+    return logs
+
+
+def _apply_or_skip(s: _Session, skip: bool) -> None:
+    """Apply the accumulated gradients (then the method's post-step hook), or drop them after a
+    non-finite loss, counting it.
+
+    Raises:
+        NonFiniteLossError: ``train.max_nonfinite`` steps were skipped.
+    """
+    if skip:
+        s.nonfinite += 1
+        s.optimizer.zero_grad(set_to_none=True)
+        log.warning("step %d: non-finite loss, step skipped (%d so far)", s.step, s.nonfinite)
+        if s.nonfinite >= s.cfg.train.max_nonfinite:
+            raise NonFiniteLossError(f"{s.nonfinite} steps had a non-finite loss (train.max_nonfinite="
+                                     f"{s.cfg.train.max_nonfinite}); lower optim.lr or use "
+                                     "train.mixed_precision=bf16/no")
+        return
+    s.optimizer.step()
+    s.optimizer.zero_grad(set_to_none=True)
+    s.method.after_optimizer_step()
+
+
+def _mean_over_processes(acc: Any, sums: dict[str, float]) -> dict[str, float]:
+    """The step's logged values averaged over processes (not rank 0's share alone)."""
+    if acc.num_processes == 1:
+        return sums
+    mean = acc.reduce(torch.tensor(list(sums.values()), device=acc.device), "mean")
+    return dict(zip(sums, mean.tolist()))
+
+
+def _checkpoint(s: _Session) -> None:
+    """Save a checkpoint of step ``s.step`` (main process), after every process checked its weights."""
+    _check_finite_everywhere(s.acc, s.method, f"{s.folder.work} at step {s.step}")
+    s.acc.wait_for_everyone()
+    if s.acc.is_main_process:
+        save_checkpoint(s.folder.work, s.step, s.method.checkpoint_state(), s.optimizer, s.scheduler, s.acc.scaler,
+                        {"nonfinite_steps": s.nonfinite}, s.cfg.train.keep_last)
+
+
+def _finish(s: _Session, logs: dict[str, float]) -> TrainResult:
+    """Move the finished run into place (main process), wait for every process, end the run."""
+    if s.acc.is_main_process:
+        s.folder.finish()
+    s.acc.wait_for_everyone()
+    s.acc.end_training()
+    return TrainResult(s.step, {k: v for k, v in logs.items() if not math.isnan(v)}, s.nonfinite, s.folder.final)

@@ -62,6 +62,11 @@ class Method(nn.Module):
     def after_optimizer_step(self) -> None:
         """Hook run after each optimiser step (e.g. an EMA update). Default: nothing."""
 
+    def layer_decay_vit(self) -> ImageEncoder | None:
+        """The trainable ViT whose blocks get layer-wise lr decay (``optim.layer_decay < 1``), matched
+        by parameter identity whatever its attribute name; None (the default): no such ViT."""
+        return None
+
     def train(self, mode: bool = True) -> "Method":
         self.training = mode
         for module in self.trainable_modules().values():

@@ -1,13 +1,30 @@
-"""Pieces the methods share: building encoders from the run config, loading exported weights."""
+"""Pieces the methods share: their config section, building encoders, loading exported weights."""
 from __future__ import annotations
 
 from pathlib import Path
+from typing import TypeVar
 
 from torch import Tensor, nn
 
-from collab_distill.config import RunConfig
+from collab_distill.config import ConfigError, RunConfig
+from collab_distill.methods.config import MethodSection
 from collab_distill.models import ImageEncoder
 from collab_distill.models.weights import WeightsError, read_state_dict
+
+
+S = TypeVar("S", bound=MethodSection)
+
+
+def method_section(cfg: RunConfig, kind: type[S]) -> S:
+    """``cfg.method``, the section of type ``kind`` that a method reads.
+
+    Raises:
+        ConfigError: ``cfg.method`` is another method's section (a config built in code).
+    """
+    if not isinstance(cfg.method, kind):
+        raise ConfigError(f"method.name={cfg.method.name!r} has a {type(cfg.method).__name__} section; this method "
+                          f"reads a {kind.__name__}")
+    return cfg.method
 
 
 def build_image_encoder(cfg: RunConfig) -> ImageEncoder:

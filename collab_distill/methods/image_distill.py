@@ -19,7 +19,9 @@ import torch
 from collab_distill.config import RunConfig
 from collab_distill.losses import attention_kl, cosine_distance
 from collab_distill.methods.base import Method, MethodOutput
-from collab_distill.methods.common import build_image_encoder
+from collab_distill.methods.common import build_image_encoder, method_section
+from collab_distill.methods.config import ImageDistillConfig
+from collab_distill.models import ImageEncoder
 from collab_distill.methods.views import degraded_view, jittered_view
 
 JITTER = 0.2  # teacher_plus: +-20 % brightness, contrast, saturation
@@ -30,7 +32,7 @@ class ImageDistill(Method):
 
     def __init__(self, cfg: RunConfig) -> None:
         super().__init__()
-        m = cfg.method
+        m = method_section(cfg, ImageDistillConfig)
         self.mode = m.name
         self.names, self.severities = list(m.degradations), list(m.severities)
         self.w_cls, self.w_patch, self.w_attn = m.cls_weight, m.patch_weight, m.attn_weight
@@ -48,6 +50,9 @@ class ImageDistill(Method):
 
     def state_names(self) -> tuple[str, ...]:
         return ("student", "teacher") if self.ema > 0 else ("student",)
+
+    def layer_decay_vit(self) -> ImageEncoder:
+        return self.student
 
     def views(self, batch: dict) -> tuple[torch.Tensor, torch.Tensor]:
         """``(teacher input, student input)``, each ``(I, 3, H, W)``."""

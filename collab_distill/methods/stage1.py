@@ -10,7 +10,8 @@ from collab_distill.config import RunConfig
 from collab_distill.data.voxelize import Voxels
 from collab_distill.losses import cosine_distance, grouped_mean, normalized_l2
 from collab_distill.methods.base import Method, MethodOutput
-from collab_distill.methods.common import build_image_encoder, pair_samples
+from collab_distill.methods.common import build_image_encoder, method_section, pair_samples
+from collab_distill.methods.config import Stage1Config
 from collab_distill.models import PointEncoder, ProjectionHead, sample_features
 
 
@@ -23,14 +24,15 @@ class Stage1(Method):
 
     def __init__(self, cfg: RunConfig) -> None:
         super().__init__()
-        if cfg.method.teacher_cache and cfg.data.augment:
+        m = method_section(cfg, Stage1Config)
+        if m.teacher_cache and cfg.data.augment:
             raise ValueError("method.teacher_cache=true needs data.augment=false (augmented crops change the "
                              "teacher's input every epoch)")
         self.teacher = build_image_encoder(cfg)
         self.point_encoder = PointEncoder(cfg.model.point)
         self.head = ProjectionHead(cfg.model.head, self.point_encoder.out_channels, self.teacher.embed_dim)
-        self.use_cache = cfg.method.teacher_cache
-        self.loss_kind = cfg.method.stage1_loss
+        self.use_cache = m.teacher_cache
+        self.loss_kind = m.stage1_loss
         self.cache: dict[tuple[str, str], Tensor] = {}
         self.freeze_the_rest()
 

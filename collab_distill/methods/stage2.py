@@ -11,9 +11,9 @@ from collab_distill.data.conditions import CONDITION_TAGS
 from collab_distill.data.voxelize import Voxels
 from collab_distill.losses import cosine_distance, grouped_mean, patch_mean
 from collab_distill.methods.base import Method, MethodOutput
-from collab_distill.methods.common import (build_image_encoder, load_module_weights,
-                                           pair_samples)
-from collab_distill.models import PointEncoder, ProjectionHead, sample_features
+from collab_distill.methods.common import build_image_encoder, load_module_weights, method_section, pair_samples
+from collab_distill.methods.config import Stage2Config
+from collab_distill.models import ImageEncoder, PointEncoder, ProjectionHead, sample_features
 
 CLEAR = CONDITION_TAGS.index("clear")
 
@@ -22,7 +22,8 @@ class Stage2(Method):
     """Trainable: ``student`` and ``student_head`` (identity at start). Frozen: ``teacher``,
     ``point_encoder`` and ``point_head`` (loaded from ``method.point_weights``).
 
-    Losses (weights in ``method.*_weight``), each averaged per sample then over samples:
+    Losses (weights ``method.anchor_weight``, ``pixel_to_point_weight``, ``retention_weight``), each
+    averaged per sample then over samples:
       * anchor (point -> pixel): ``1 - cos(head(student at the pair's pixel), 3D feature of the point)``;
       * patch (pixel -> point): for each patch holding points, ``1 - cos(head(patch token), mean 3D
         feature of its points)``;
@@ -32,10 +33,10 @@ class Stage2(Method):
 
     def __init__(self, cfg: RunConfig) -> None:
         super().__init__()
-        if not cfg.method.point_weights:
+        m = method_section(cfg, Stage2Config)
+        if not m.point_weights:
             raise ValueError("stage2 needs method.point_weights: the weights/ folder of a stage-1 run")
-        self.w_anchor, self.w_patch, self.w_ret = (cfg.method.anchor_weight, cfg.method.patch_weight,
-                                                   cfg.method.retention_weight)
+        self.w_anchor, self.w_patch, self.w_ret = m.anchor_weight, m.pixel_to_point_weight, m.retention_weight
         self.teacher = build_image_encoder(cfg)
         self.student = build_image_encoder(cfg)
         self.student.load_state_dict(self.teacher.state_dict())
@@ -46,12 +47,15 @@ class Stage2(Method):
             self.student_head.bias.zero_()
         self.point_encoder = PointEncoder(cfg.model.point)
         self.point_head = ProjectionHead(cfg.model.head, self.point_encoder.out_channels, dim)
-        load_module_weights(self.point_encoder, cfg.method.point_weights, "point_encoder", "method.point_weights")
-        load_module_weights(self.point_head, cfg.method.point_weights, "head", "method.point_weights")
+        load_module_weights(self.point_encoder, m.point_weights, "point_encoder", "method.point_weights")
+        load_module_weights(self.point_head, m.point_weights, "head", "method.point_weights")
         self.freeze_the_rest()
 
     def trainable_names(self) -> tuple[str, ...]:
         return ("student", "student_head")
+
+    def layer_decay_vit(self) -> ImageEncoder:
+        return self.student
 
     def _retention(self, batch: dict, student_map: Tensor, student_cls: Tensor) -> Tensor:
         clear = batch["conditions"][:, CLEAR]

@@ -18,8 +18,10 @@ from collab_distill.config import RunConfig
 from collab_distill.data.taxonomy import COARSE_CLASSES, COARSE_IGNORE, fine_to_coarse_lut
 from collab_distill.losses import grouped_mean
 from collab_distill.methods.base import Method, MethodOutput
-from collab_distill.methods.common import build_image_encoder, pair_samples
-from collab_distill.models import sample_features, save_vit_weights
+from collab_distill.methods.common import build_image_encoder, method_section, pair_samples
+from collab_distill.methods.config import TeacherPretrainConfig
+from collab_distill.models import ImageEncoder, sample_features, save_vit_weights
+
 
 class TeacherPretrain(Method):
     """Trainable: ``encoder`` (the ViT), ``seg_head`` and ``depth_head`` (linear)."""
@@ -31,10 +33,13 @@ class TeacherPretrain(Method):
         self.seg_head = nn.Linear(dim, len(COARSE_CLASSES))
         self.depth_head = nn.Linear(dim, 1)
         self.register_buffer("lut", torch.from_numpy(fine_to_coarse_lut().astype("int64")), persistent=False)
-        self.depth_weight = cfg.method.depth_weight
+        self.depth_weight = method_section(cfg, TeacherPretrainConfig).depth_weight
 
     def trainable_names(self) -> tuple[str, ...]:
         return ("encoder", "seg_head", "depth_head")
+
+    def layer_decay_vit(self) -> ImageEncoder:
+        return self.encoder
 
     def forward(self, batch: dict) -> MethodOutput:
         if "labels" not in batch:

@@ -1,4 +1,4 @@
-"""The probe schema: :class:`ProbeConfig` (``configs/probe/*.yaml``), loaded with
+"""The probe schema: :class:`ProbeConfig` (``configs/probe/*.yaml``, ``schema: probe``), loaded with
 ``collab_distill.config.load_config(path, overrides, schema=ProbeConfig)``.
 
 One schema serves both tasks; ``task`` says which head is trained. The data section describes the
@@ -11,7 +11,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
-from collab_distill.config import DataConfig, ExperimentConfig, check_config
+from collab_distill.config import DataConfig, ExperimentConfig, check_config, register_schema
 from collab_distill.errors import UserError
 from collab_distill.models.config import ModelConfig
 from collab_distill.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range
@@ -97,6 +97,9 @@ class ProbeConfig:
     eval: ProbeEvalConfig = field(default_factory=ProbeEvalConfig)
     gt: GroundTruthConfig = field(default_factory=GroundTruthConfig)
     folder: FolderConfig = field(default_factory=FolderConfig)
+
+
+register_schema("probe", ProbeConfig)
 
 
 def protocol_name(cfg: ProbeConfig) -> str:

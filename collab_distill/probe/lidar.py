@@ -14,13 +14,14 @@ import dataclasses
 import math
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
 from torch import Tensor, nn
 from tqdm import tqdm
 
-from collab_distill.config import DataConfig, config_to_dict, git_revision
+from collab_distill.config import DataConfig, ExperimentConfig, config_to_dict, git_revision, register_schema
 from collab_distill.data.collate import Collate
 from collab_distill.data.conditions import CONDITION_TAGS
 from collab_distill.data.dataset import PairedDataset
@@ -32,27 +33,65 @@ from collab_distill.models.config import ModelConfig
 from collab_distill.probe.config import ProbeError
 from collab_distill.probe.metrics import MIOU_CONVENTION, ConfusionMatrix
 from collab_distill.probe.results import finite_or_none
-from collab_distill.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
+from collab_distill.ranges import NonNegativeFloat, PositiveFloat, PositiveInt
 
 POINT_WEIGHTS_SETTING = "--point-weights (config key point_weights)"  # how a user sets it, for errors
+RESULT_FILE = "lidar_seg.json"
+RANDOM_INIT_NAME = "random_init"       # the result name of the random-initialisation floor
 
 
 @dataclass
-class LidarProbeConfig:
-    """A 3D linear probe run. ``point_weights``: a stage-1 ``weights/`` folder, or empty for the
-    random-initialisation floor (seeded)."""
+class LidarProbeTrainConfig:
+    """The head's training set and optimisation (AdamW + cosine over ``epochs`` passes over the points)."""
 
-    data: DataConfig = field(default_factory=lambda: DataConfig(conditions=["all"], cameras=["all"]))
-    model: ModelConfig = field(default_factory=ModelConfig)
-    point_weights: str = ""
-    train_split: str = "train"
-    eval_split: str = "val"
+    split: str = "train"
     epochs: PositiveInt = 30
     lr: PositiveFloat = 1e-3
     weight_decay: NonNegativeFloat = 0.003
     batch_points: PositiveInt = 65536  # points per optimiser step
-    seed: NonNegativeInt = 0
+
+
+@dataclass
+class LidarProbeEvalConfig:
+    """The evaluation set and what else to measure."""
+
+    split: str = "val"
     agreement: bool = True             # also compute the stage-1 / teacher cosine per condition
+
+
+@dataclass
+class LidarProbeConfig:
+    """A 3D linear probe run (``schema: lidar_probe``), shaped like :class:`~collab_distill.probe.config.ProbeConfig`.
+
+    ``point_weights``: a stage-1 ``weights/`` folder, or empty for the random-initialisation floor
+    (seeded by ``experiment.seed``). The result goes to :func:`lidar_result_path`.
+    """
+
+    experiment: ExperimentConfig = field(default_factory=lambda: ExperimentConfig(name="", output_dir="runs/probes"))
+    data: DataConfig = field(default_factory=lambda: DataConfig(conditions=["all"], cameras=["all"]))
+    model: ModelConfig = field(default_factory=ModelConfig)
+    point_weights: str = ""
+    train: LidarProbeTrainConfig = field(default_factory=LidarProbeTrainConfig)
+    eval: LidarProbeEvalConfig = field(default_factory=LidarProbeEvalConfig)
+
+
+register_schema("lidar_probe", LidarProbeConfig)
+
+
+def lidar_probe_name(cfg: LidarProbeConfig) -> str:
+    """``experiment.name``, else ``<run>`` for ``point_weights`` ``.../<run>/weights``, else
+    ``random_init`` (the floor)."""
+    if cfg.experiment.name not in ("", "default"):
+        return cfg.experiment.name
+    if not cfg.point_weights:
+        return RANDOM_INIT_NAME
+    folder = Path(cfg.point_weights)
+    return folder.parent.name if folder.name == "weights" and folder.parent.name else folder.name
+
+
+def lidar_result_path(cfg: LidarProbeConfig) -> Path:
+    """Where the result of ``cfg`` is written: ``<experiment.output_dir>/<name>/lidar_seg.json``."""
+    return Path(cfg.experiment.output_dir) / lidar_probe_name(cfg) / RESULT_FILE
 
 
 def _split_data(cfg: LidarProbeConfig, split: str) -> DataConfig:
@@ -61,12 +100,13 @@ def _split_data(cfg: LidarProbeConfig, split: str) -> DataConfig:
 
 def build_stage1(cfg: LidarProbeConfig) -> nn.Module:
     """The stage-1 modules (teacher, point encoder, head), loaded from ``point_weights`` when set."""
-    from collab_distill.config import MethodConfig, RunConfig
+    from collab_distill.config import RunConfig
     from collab_distill.methods.common import load_module_weights
+    from collab_distill.methods.config import Stage1Config
     from collab_distill.methods.stage1 import Stage1
 
-    torch.manual_seed(cfg.seed)  # the random floor is reproducible
-    run = RunConfig(data=cfg.data, model=cfg.model, method=MethodConfig(name="stage1", teacher_cache=False))
+    torch.manual_seed(cfg.experiment.seed)  # the random floor is reproducible
+    run = RunConfig(data=cfg.data, model=cfg.model, method=Stage1Config(teacher_cache=False))
     method = Stage1(run)
     if cfg.point_weights:
         load_module_weights(method.point_encoder, cfg.point_weights, "point_encoder", POINT_WEIGHTS_SETTING)
@@ -107,11 +147,13 @@ def extract(method: nn.Module, data: DataConfig, seed: int, agreement: bool, pro
             "cosine": cosines}
 
 
-def train_head(features: Tensor, labels: Tensor, cfg: LidarProbeConfig, progress: bool = True) -> nn.Module:
-    """``BatchNorm1d + zero-initialised Linear`` trained with AdamW + cross-entropy on labelled points."""
+def train_head(features: Tensor, labels: Tensor, cfg: LidarProbeTrainConfig, seed: int = 0, progress: bool = True
+               ) -> nn.Module:
+    """``BatchNorm1d + zero-initialised Linear`` trained with AdamW + cross-entropy on labelled points
+    (``seed``: the order of the points)."""
     keep = labels != IGNORE
     x, y = features[keep], labels[keep]
-    gen = torch.Generator().manual_seed(cfg.seed)
+    gen = torch.Generator().manual_seed(seed)
     head = nn.Sequential(nn.BatchNorm1d(x.shape[1]), nn.Linear(x.shape[1], len(LIDARSEG_CLASSES)))
     nn.init.zeros_(head[1].weight)
     nn.init.zeros_(head[1].bias)
@@ -151,20 +193,23 @@ def evaluate(head: nn.Module, split: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-def run_lidar_probe(cfg: LidarProbeConfig, name: str, progress: bool = True) -> dict[str, Any]:
-    """Extract features, train the head on ``train_split``, evaluate on ``eval_split``; the result dict
-    carries the recipe, so it can be repeated."""
+def run_lidar_probe(cfg: LidarProbeConfig, *, progress: bool = True) -> dict[str, Any]:
+    """Extract features, train the head on ``train.split``, evaluate on ``eval.split``; the result dict
+    (named :func:`lidar_probe_name`; written by the caller to :func:`lidar_result_path`) carries the
+    recipe, so it can be repeated."""
     t0 = time.perf_counter()
     method = build_stage1(cfg)
-    train = extract(method, _split_data(cfg, cfg.train_split), cfg.seed, agreement=False, progress=progress)
-    val = extract(method, _split_data(cfg, cfg.eval_split), cfg.seed, agreement=cfg.agreement, progress=progress)
-    head = train_head(train["features"], train["labels"], cfg, progress)
-    return {"name": name, "task": "lidar_seg", "protocol": "linear (per point)",
+    seed = cfg.experiment.seed
+    train = extract(method, _split_data(cfg, cfg.train.split), seed, agreement=False, progress=progress)
+    val = extract(method, _split_data(cfg, cfg.eval.split), seed, agreement=cfg.eval.agreement, progress=progress)
+    head = train_head(train["features"], train["labels"], cfg.train, seed, progress)
+    return {"name": lidar_probe_name(cfg), "task": "lidar_seg", "protocol": "linear (per point)",
             "encoder": {"weights": cfg.point_weights or "random init (floor)", "architecture": "spconv UNet"},
             "results": evaluate(head, val), "classes": list(LIDARSEG_CLASSES),
             "recipe": {"head": "BatchNorm1d + zero-initialised Linear", "loss": "cross-entropy",
-                       "miou": MIOU_CONVENTION, "optimizer": "AdamW + cosine", "epochs": cfg.epochs, "lr": cfg.lr,
-                       "weight_decay": cfg.weight_decay, "batch_points": cfg.batch_points, "seed": cfg.seed,
+                       "miou": MIOU_CONVENTION, "optimizer": "AdamW + cosine", "epochs": cfg.train.epochs,
+                       "lr": cfg.train.lr, "weight_decay": cfg.train.weight_decay,
+                       "batch_points": cfg.train.batch_points, "seed": seed,
                        "augmentation": "none: features are computed once per sample (frozen encoder)",
                        "train_points": int((train["labels"] != IGNORE).sum()), "train_samples": len(train["tags"]),
                        "eval_samples": len(val["tags"]), "config": config_to_dict(cfg), "git_sha": git_revision()},

@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Annotated
 
-from collab_distill.config import ConfigError, check_config
+from collab_distill.config import ConfigError, check_config, register_schema
 from collab_distill.data.conditions import CONDITION_TAGS, WEATHERS
 from collab_distill.data.taxonomy import NUSCENES_VERSIONS
 from collab_distill.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range
@@ -96,6 +96,9 @@ class SyntheticConfig:
     def parsed_conditions(self) -> list[Condition]:
         """The ``conditions`` list parsed (raises :class:`ConfigError` on an unknown word)."""
         return [Condition.parse(c) for c in self.conditions]
+
+
+register_schema("synthetic", SyntheticConfig)
 
 
 def validate_config(cfg: SyntheticConfig) -> None:
