@@ -1,15 +1,21 @@
 """The main job on the embedded default, step by step (what ``tools/demo.py`` runs).
 
 synthetic world -> prepare -> clear-weather teacher -> per seed: stage 1 -> stage 2 -> baselines
-(teacher_plus, asymmetric, self_distill) -> 2D probes (seg, depth) per condition for the frozen teacher
+(the registry's ``baseline`` methods) -> 2D probes (seg, depth) per condition for the frozen teacher
 and every student -> 3D probe of stage 1 and of a random encoder -> report; with several seeds, a
 mean +- std table over them.
+
+The size is a preset, ``configs/demo/default.yaml`` or ``configs/demo/quick.yaml`` (schema ``demo``,
+:class:`DemoPreset`): the world's synthetic config and, per step, a fragment of that step's shipped
+config. The world is made by the :class:`~collab_distill.data.world.WorldBuilder` the caller passes
+in (``tools/demo.py``: ``data_prep.world.SyntheticWorldBuilder``), so the library never imports
+``data_prep``.
 
 Layout under ``out/``: ``teacher/`` (shared by every seed, as a downloaded DINOv2 would be),
 ``seed<S>/<step>/`` per seed, ``seed<S>/report/`` and, for several seeds, ``seeds.md``/``seeds.json``.
 Each step is skipped when its outputs exist (the run resumes where it stopped). Every training step
 is an ordinary run (``config.yaml``, ``run.json``, checkpoints, ``weights/``) that can be repeated
-with ``tools/train_*.py --config <out>/<step>/config.yaml``.
+with ``tools/train.py --config <out>/<step>/config.yaml``.
 """
 from __future__ import annotations
 
@@ -17,16 +23,79 @@ import json
 import logging
 import os
 import time
-from dataclasses import dataclass, field
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass, field, fields
 from pathlib import Path
-from typing import Callable, Sequence
+from typing import Any
 
-from collab_distill.config import RunConfig, load_config
+from collab_distill.config import ConfigError, RunConfig, load_config, register_schema
+from collab_distill.data.world import WorldBuilder
+from collab_distill.methods.registry import METHODS, method_names
+from collab_distill.probe.config import ProbeConfig
 from collab_distill.probe.data import ViewCache
-from data_prep.synthetic.config import SyntheticConfig
+from collab_distill.probe.lidar import LidarProbeConfig, lidar_result_path
 
 log = logging.getLogger(__name__)
-REPO = Path(__file__).resolve().parents[1]
+
+BASELINES = method_names("baseline")
+PROBED = ("teacher", *BASELINES, "stage2")  # the frozen teacher and every trained student
+PROBES = {"seg": "configs/probe/seg_linear.yaml", "depth": "configs/probe/depth_linear.yaml"}  # the 2D probes
+LIDAR_PROBE = "configs/probe_lidar/synthetic.yaml"
+
+
+@dataclass
+class DemoPreset:
+    """A demo size (``configs/demo/*.yaml``, schema ``demo``; budgets measured in README.md).
+
+    ``world`` is the synthetic config of the world; every other key is a fragment of one step's
+    shipped config, nested as in that config (``stage1: {train: {epochs: 8}}``), set on top of it.
+    """
+
+    world: str = "configs/synthetic/demo.yaml"
+    teacher: dict[str, Any] = field(default_factory=dict)       # the teacher_pretrain run
+    stage1: dict[str, Any] = field(default_factory=dict)
+    stage2: dict[str, Any] = field(default_factory=dict)
+    baseline: dict[str, Any] = field(default_factory=dict)      # every baseline method
+    probe: dict[str, Any] = field(default_factory=dict)         # the seg and depth probes
+    lidar_probe: dict[str, Any] = field(default_factory=dict)   # the 3D probe
+
+
+register_schema("demo", DemoPreset)
+
+
+def _step_configs(step: str) -> list[tuple[str, type]]:
+    """The shipped configs (and schemas) a preset fragment applies to: a training group's methods,
+    the 2D probes or the 3D probe."""
+    if step == "probe":
+        return [(path, ProbeConfig) for path in PROBES.values()]
+    if step == "lidar_probe":
+        return [(LIDAR_PROBE, LidarProbeConfig)]
+    return [(METHODS[name].default_config, RunConfig) for name in method_names(step)]
+
+
+def overrides(fragment: Mapping[str, Any], prefix: str = "") -> list[str]:
+    """A nested config fragment as dotted overrides: ``{"train": {"epochs": 8}}`` -> ``["train.epochs=8"]``
+    (values written as JSON, which the override parser reads back as they were)."""
+    return [item for key, value in fragment.items()
+            for item in (overrides(value, f"{prefix}{key}.") if isinstance(value, Mapping) and value
+                         else [f"{prefix}{key}={json.dumps(value)}"])]
+
+
+def load_preset(path: str) -> DemoPreset:
+    """The preset at ``path``, each step fragment checked against the configs it applies to.
+
+    Raises:
+        ConfigError: a bad preset, or a fragment with an unknown key or a bad value (before any step runs).
+    """
+    preset = load_config(path, schema=DemoPreset)
+    for step in (f.name for f in fields(DemoPreset) if f.name != "world"):
+        for config, schema in _step_configs(step):
+            try:
+                load_config(config, overrides(getattr(preset, step)), schema=schema)
+            except ConfigError as exc:   # the fragment arrived as overrides: say where it is written instead
+                raise ConfigError(f"{path}: {step} (applied to {config}): "
+                                  f"{str(exc).removeprefix('command line: ')}") from None
+    return preset
 
 
 @dataclass
@@ -40,34 +109,10 @@ class DemoOptions:
     teacher_weights: str = ""            # a DINOv2/timm checkpoint instead of the demo's own teacher
     teacher_model: str = "vit_tiny_patch14_cpu"
 
-
-@dataclass(frozen=True)
-class Preset:
-    """The size of one demo preset: the world's config and the overrides of each step's config."""
-
-    world: str                      # configs/synthetic/<world>.yaml
-    teacher: tuple[str, ...]
-    stage1: tuple[str, ...]
-    stage2: tuple[str, ...]
-    baseline: tuple[str, ...]
-    probe: tuple[str, ...]
-    lidar_probe: tuple[str, ...]
-
-
-# The two presets (budgets on 2 CPU cores, measured in README.md: default <= 20 min, quick <= 4 min).
-PRESETS = {
-    False: Preset(world="demo",
-                  teacher=("train.epochs=12",), stage1=("train.epochs=8", "data.cameras=[all]"),
-                  stage2=("train.epochs=6",), baseline=("train.epochs=6",), probe=("train.iterations=300",),
-                  lidar_probe=("epochs=20",)),
-    True: Preset(world="demo_quick",
-                 teacher=("train.epochs=4",),
-                 stage1=("train.epochs=2", "train.batch_size=2"), stage2=("train.epochs=1",),
-                 baseline=("train.epochs=1",), probe=("train.iterations=60", "data.cameras=[CAM_FRONT]"),
-                 lidar_probe=("epochs=10", "data.cameras=[CAM_FRONT]")),
-}
-BASELINES = ("teacher_plus", "asymmetric", "self_distill")
-PROBED = ("teacher", *BASELINES, "stage2")  # the frozen teacher and every trained student
+    @property
+    def preset(self) -> str:
+        """The size preset: ``configs/demo/quick.yaml`` with ``quick``, else ``configs/demo/default.yaml``."""
+        return f"configs/demo/{'quick' if self.quick else 'default'}.yaml"
 
 
 @dataclass
@@ -80,6 +125,20 @@ class Step:
     seconds: float = field(default=0.0)
 
 
+@dataclass(frozen=True)
+class _Demo:
+    """What every step of one demo reads: the options, the preset and the world's info files."""
+
+    opts: DemoOptions
+    preset: DemoPreset
+    info_dir: Path
+
+    def shared(self, seed: int) -> list[str]:
+        """The overrides every step's config gets: seed, info files and the teacher's architecture."""
+        return [f"experiment.seed={seed}", f"data.info_dir={self.info_dir}",
+                f"model.image.name={self.opts.teacher_model}"]
+
+
 def seed_dir(opts: DemoOptions, seed: int) -> Path:
     """The outputs of one seed."""
     return opts.out / f"seed{seed}"
@@ -90,98 +149,100 @@ def teacher_weights(opts: DemoOptions) -> str:
     return opts.teacher_weights or str(opts.out / "teacher" / "weights" / "teacher_vit.safetensors")
 
 
-def _train(config: str, opts: DemoOptions, out: Path, seed: int, extra: Sequence[str]) -> None:
+def _train(demo: _Demo, method: str, out: Path, seed: int, extra: list[str], fragment: Mapping[str, Any]) -> None:
+    """One training run of ``method`` (its shipped config) into ``out``."""
     from collab_distill.engine.run import run_training
 
-    cfg: RunConfig = load_config(REPO / config, [
-        f"experiment.output_dir={out}", f"experiment.name={out.name}", f"experiment.seed={seed}",
-        f"data.info_dir={opts.data / 'infos'}", f"model.image.name={opts.teacher_model}", *extra])
+    cfg = load_config(METHODS[method].default_config, [
+        f"experiment.output_dir={out}", f"experiment.name={out.name}", *demo.shared(seed), *extra,
+        *overrides(fragment)], schema=RunConfig)
     run_training(cfg, resume="auto")
 
 
-def steps(opts: DemoOptions) -> list[Step]:
-    """The demo's steps in order."""
-    size = PRESETS[opts.quick]
-    world = load_config(REPO / "configs" / "synthetic" / f"{size.world}.yaml", schema=SyntheticConfig)
+def steps(opts: DemoOptions, world: WorldBuilder) -> list[Step]:
+    """The demo's steps in order; ``world`` makes the synthetic world and its info files.
 
-    def synthetic() -> None:
-        from data_prep.synthetic.generate import generate
-
-        log.info(generate(world, opts.data, workers=2))
-
-    def prepare() -> None:
-        from data_prep.nuscenes_infos import prepare as run_prepare
-
-        log.info(run_prepare(opts.data, world.version, opts.data / "infos", workers=2).to_text())
-
+    Raises:
+        ConfigError: a bad preset or world config (before any step runs).
+    """
+    preset = load_preset(opts.preset)
+    files = world.files(preset.world, opts.data)
+    demo = _Demo(opts, preset, files.info_dir)
     result = [
-        Step("synthetic world", opts.data / world.version / "scene.json", synthetic),
-        Step("prepare", opts.data / "infos" / "summary.json", prepare),
+        Step("synthetic world", files.generated,
+             lambda: log.info(world.generate(preset.world, opts.data, workers=2, progress=True))),
+        Step("prepare", files.prepared, lambda: log.info(world.prepare(preset.world, opts.data, workers=2,
+                                                                         progress=True))),
     ]
     if not opts.teacher_weights:
         result.append(Step("teacher (clear only)", Path(teacher_weights(opts)),
-                           lambda: _train("configs/teacher/synthetic.yaml", opts, opts.out / "teacher",
-                                          opts.seeds[0], size.teacher)))
+                           lambda: _train(demo, *method_names("teacher"), opts.out / "teacher", opts.seeds[0], [],
+                                          preset.teacher)))
     views = ViewCache()  # the probes of every encoder and seed read the same views: load them once
     for seed in opts.seeds:
-        result += seed_steps(opts, size, seed, views)
+        result += seed_steps(demo, seed, views)
     if len(opts.seeds) > 1:
         result.append(Step(f"mean and std over seeds {list(opts.seeds)}", opts.out / "seeds.md",
                            lambda: _seeds_table(opts)))
     return result
 
 
-def seed_steps(opts: DemoOptions, size: Preset, seed: int, views: ViewCache) -> list[Step]:
+def seed_steps(demo: _Demo, seed: int, views: ViewCache) -> list[Step]:
     """Training, probes and report of one seed."""
+    opts, preset = demo.opts, demo.preset
     out = seed_dir(opts, seed)
     teacher = [f"model.image.weights={teacher_weights(opts)}"]
     tag = f"seed {seed}: " if len(opts.seeds) > 1 else ""
     result = [
         Step(f"{tag}stage 1", out / "stage1" / "weights" / "point_encoder.safetensors",
-             lambda: _train("configs/stage1/synthetic.yaml", opts, out / "stage1", seed, [*teacher, *size.stage1])),
+             lambda: _train(demo, "stage1", out / "stage1", seed, teacher, preset.stage1)),
         Step(f"{tag}stage 2", out / "stage2" / "weights" / "student.safetensors",
-             lambda: _train("configs/stage2/synthetic.yaml", opts, out / "stage2", seed,
-                            [*teacher, f"method.point_weights={out / 'stage1' / 'weights'}", *size.stage2])),
+             lambda: _train(demo, "stage2", out / "stage2", seed,
+                            [*teacher, f"method.point_weights={out / 'stage1' / 'weights'}"], preset.stage2)),
     ]
     for name in BASELINES:
         result.append(Step(f"{tag}{name}", out / name / "weights" / "student.safetensors",
-                           lambda name=name: _train(f"configs/baselines/{name}.yaml", opts, out / name, seed,
-                                                    [*teacher, *size.baseline])))
+                           lambda name=name: _train(demo, name, out / name, seed, teacher, preset.baseline)))
     for name in PROBED:
-        for task, config in (("seg", "seg_linear"), ("depth", "depth_linear")):
+        for task, config in PROBES.items():
             result.append(Step(f"{tag}{task} probe: {name}", out / "probes" / name / f"{task}.json",
-                               lambda name=name, config=config: _probe(config, opts, seed, name, size.probe, views)))
+                               lambda name=name, config=config: _probe(demo, config, seed, name, views)))
     for name, weights in (("stage1", str(out / "stage1" / "weights")), ("random init", "")):
-        path = out / "probes" / name.replace(" ", "_") / "lidar_seg.json"
-        result.append(Step(f"{tag}3D probe: {name}", path,
-                           lambda name=name, weights=weights, path=path: _lidar_probe(
-                               opts, seed, name, weights, size.lidar_probe, path)))
+        cfg = _lidar_probe_config(demo, seed, name.replace(" ", "_"), weights)
+        result.append(Step(f"{tag}3D probe: {name}", lidar_result_path(cfg),
+                           lambda cfg=cfg, name=name: _lidar_probe(cfg, name)))
     result.append(Step(f"{tag}report", out / "report" / "report.md", lambda: _report(out)))
     return result
 
 
-def _probe(config: str, opts: DemoOptions, seed: int, name: str, extra: Sequence[str], views: ViewCache) -> None:
-    from collab_distill.probe.config import ProbeConfig
+def _probe(demo: _Demo, config: str, seed: int, name: str, views: ViewCache) -> None:
+    """The 2D probe ``config`` of encoder ``name`` (the frozen teacher or a trained student)."""
     from collab_distill.probe.run import run_probe
 
-    out = seed_dir(opts, seed)
+    out = seed_dir(demo.opts, seed)
     encoder = "" if name == "teacher" else str(out / name / "weights" / "student.safetensors")
-    cfg = load_config(REPO / "configs" / "probe" / f"{config}.yaml", [
-        f"experiment.name={name}", f"experiment.output_dir={out / 'probes'}", f"experiment.seed={seed}",
-        f"encoder={encoder}", f"data.info_dir={opts.data / 'infos'}", f"model.image.name={opts.teacher_model}",
-        f"model.image.weights={teacher_weights(opts)}", *extra], schema=ProbeConfig)
+    cfg = load_config(config, [
+        f"experiment.name={name}", f"experiment.output_dir={out / 'probes'}", *demo.shared(seed), f"encoder={encoder}",
+        f"model.image.weights={teacher_weights(demo.opts)}", *overrides(demo.preset.probe)], schema=ProbeConfig)
     run_probe(cfg, progress=True, cache=views)
 
 
-def _lidar_probe(opts: DemoOptions, seed: int, name: str, weights: str, extra: Sequence[str], path: Path) -> None:
-    from collab_distill.probe.lidar import LidarProbeConfig, run_lidar_probe
+def _lidar_probe_config(demo: _Demo, seed: int, label: str, weights: str) -> LidarProbeConfig:
+    """The 3D probe of the point encoder ``weights`` ("" = random init); its result goes to
+    ``seed<S>/probes/<label>/lidar_seg.json`` (:func:`~collab_distill.probe.lidar.lidar_result_path`)."""
+    return load_config(LIDAR_PROBE, [
+        f"experiment.name={label}", f"experiment.output_dir={seed_dir(demo.opts, seed) / 'probes'}",
+        *demo.shared(seed), f"point_weights={weights}", f"model.image.weights={teacher_weights(demo.opts)}",
+        *overrides(demo.preset.lidar_probe)], schema=LidarProbeConfig)
+
+
+def _lidar_probe(cfg: LidarProbeConfig, name: str) -> None:
+    """Run the 3D probe ``cfg`` and write its result as the report's row ``name`` (``random init``,
+    not the folder name ``random_init``)."""
+    from collab_distill.probe.lidar import run_lidar_probe
     from collab_distill.probe.results import write_result
 
-    cfg = load_config(REPO / "configs" / "probe_lidar" / "synthetic.yaml", [
-        f"point_weights={weights}", f"seed={seed}", f"data.info_dir={opts.data / 'infos'}",
-        f"model.image.name={opts.teacher_model}", f"model.image.weights={teacher_weights(opts)}", *extra],
-        schema=LidarProbeConfig)
-    write_result(run_lidar_probe(cfg, name), path)
+    write_result({**run_lidar_probe(cfg), "name": name}, lidar_result_path(cfg))
 
 
 def _report(out: Path) -> None:
@@ -196,10 +257,11 @@ def _seeds_table(opts: DemoOptions) -> None:
     write_seed_summary([seed_dir(opts, s) / "report" / "report.json" for s in opts.seeds], opts.out / "seeds")
 
 
-def run_demo(opts: DemoOptions) -> list[Step]:
-    """Run every step whose outputs do not exist yet; log progress and timings (also appended to
-    ``out/timings.jsonl`` with the CPU time and load average, for the budgets in the README)."""
-    todo = steps(opts)
+def run_demo(opts: DemoOptions, world: WorldBuilder) -> list[Step]:
+    """Run every step whose outputs do not exist yet (``world`` makes the synthetic world); log progress
+    and timings (also appended to ``out/timings.jsonl`` with the CPU time and load average, for the
+    budgets in the README)."""
+    todo = steps(opts, world)
     opts.out.mkdir(parents=True, exist_ok=True)
     for i, step in enumerate(todo, 1):
         if step.done_marker.exists():

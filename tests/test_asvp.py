@@ -16,15 +16,19 @@ import pytest
 import torch
 from torch import nn
 
-from collab_distill.config import config_to_dict
-from collab_distill.defense import ASVPConfig, ASVPDefense, adaptive_rank, as_matrices, perturb, spectrum
-from collab_distill.defense import study
+from collab_distill.defense import ASVPConfig, ASVPDefense, adaptive_rank, as_matrices, perturb, spectrum, study
 from collab_distill.defense.restoration.data import PairedImages, random_crops
-from collab_distill.defense.restoration.distill import (Attacker, TrainSettings, distill_lockstep, plain_source,
-                                                        record_outputs)
+from collab_distill.defense.restoration.distill import (
+    Attacker,
+    TrainSettings,
+    distill_lockstep,
+    plain_source,
+    record_outputs,
+)
 from collab_distill.defense.restoration.metrics import psnr, ssim
 from collab_distill.defense.restoration.unet import UNet
 from collab_distill.defense.study import StudyError, load_study_config, prepare_data, run_study
+from data_prep.world import SyntheticWorldBuilder
 
 SOLVERS = ["svd", "gram", "lowrank"]
 #: (B, C, H, W) maps in both orientations (C < H*W and C > H*W) and (B, N, D) tokens (N > D and N < D).
@@ -250,6 +254,7 @@ def test_unet_crops_and_one_lockstep_step() -> None:
 # The study: the encoder part end to end, and what a study folder keeps, resumes and refuses
 # ---------------------------------------------------------------------------------------------
 STUDY_YAML = "configs/asvp/study.yaml"
+WORLD = SyntheticWorldBuilder()   # what tools/asvp_study.py passes in
 #: the encoder part at a tiny size: pico teacher and student at 56x112, a few steps (seconds on a CPU)
 TINY_ENCODER = ["parts=[encoder]", "encoder.image_size=[56,112]", "encoder.teacher=vit_pico_patch14_cpu",
                 "encoder.student=vit_pico_patch14_cpu", "encoder.asvp.layers=[vit.blocks.2]",
@@ -257,9 +262,9 @@ TINY_ENCODER = ["parts=[encoder]", "encoder.image_size=[56,112]", "encoder.teach
 
 
 def test_encoder_study_end_to_end_at_a_tiny_size(synthetic_infos, tmp_path, monkeypatch) -> None:
-    monkeypatch.setattr(study, "prepare_data", lambda cfg: (synthetic_infos, 0.0))   # the session's tiny set
+    monkeypatch.setattr(study, "prepare_data", lambda cfg, world: (synthetic_infos, 0.0))   # the session's tiny set
     cfg = load_study_config(STUDY_YAML, [f"experiment.output_dir={tmp_path}", *TINY_ENCODER])
-    result = run_study(cfg, ["test"])
+    result = run_study(cfg, ["test"], WORLD)
     saved = json.loads((tmp_path / "asvp_study.json").read_text())
     assert saved["pending"] == [] and saved["encoder"] == json.loads(json.dumps(result["encoder"]))
     encoder = saved["encoder"]
@@ -295,7 +300,7 @@ def _fake_parts(monkeypatch, info_dir: Path, fail: set[str]) -> list[str]:
             return {"value": len(calls)}
         return run
 
-    monkeypatch.setattr(study, "prepare_data", lambda cfg: (info_dir, 0.0))
+    monkeypatch.setattr(study, "prepare_data", lambda cfg, world: (info_dir, 0.0))
     monkeypatch.setattr(study, "run_restoration_study", part("restoration"))
     monkeypatch.setattr(study, "run_encoder_study", part("encoder"))
     monkeypatch.setattr(study, "restoration_markdown", lambda record: "RESTORATION TABLE")
@@ -309,13 +314,13 @@ def test_a_failed_part_keeps_the_finished_one_and_a_rerun_resumes(tmp_path, monk
     out = tmp_path / "study"
     cfg = load_study_config(STUDY_YAML, [f"experiment.output_dir={out}"])
     with pytest.raises(RuntimeError, match="encoder broke"):
-        run_study(cfg, ["first"])
+        run_study(cfg, ["first"], WORLD)
     saved = json.loads((out / "asvp_study.json").read_text())
     assert saved["restoration"] == {"value": 1} and "encoder" not in saved and saved["pending"] == ["encoder"]
     assert "RESTORATION TABLE" in (out / "asvp_study.md").read_text()
 
     fail.clear()
-    run_study(cfg, ["second"])
+    run_study(cfg, ["second"], WORLD)
     assert calls == ["restoration", "encoder", "encoder"]            # the finished part was not run again
     saved = json.loads((out / "asvp_study.json").read_text())
     assert saved["restoration"] == {"value": 1} and saved["encoder"] == {"value": 3} and saved["pending"] == []
@@ -325,12 +330,12 @@ def test_a_failed_part_keeps_the_finished_one_and_a_rerun_resumes(tmp_path, monk
     assert not list(out.glob(".*"))                                  # no temporary file left behind
 
     with pytest.raises(StudyError, match="finished .*--overwrite"):
-        run_study(cfg, ["third"])
+        run_study(cfg, ["third"], WORLD)
     other = load_study_config(STUDY_YAML, [f"experiment.output_dir={out}", "restoration.asvp.h=4"])
     with pytest.raises(StudyError, match=r"restoration part ran with other settings \(restoration\.asvp\.h: 2\.0 -> 4\.0"):
-        run_study(other, ["fourth"])
+        run_study(other, ["fourth"], WORLD)
     assert len(calls) == 3                                           # refused before any work
-    run_study(other, ["fifth"], overwrite=True)
+    run_study(other, ["fifth"], WORLD, overwrite=True)
     saved = json.loads((out / "asvp_study.json").read_text())
     assert calls[3:] == ["restoration", "encoder"] and saved["earlier"] == {}
     assert saved["config"]["restoration"]["asvp"]["h"] == 4.0
@@ -339,11 +344,25 @@ def test_a_failed_part_keeps_the_finished_one_and_a_rerun_resumes(tmp_path, monk
 def test_a_part_run_alone_is_kept_when_the_other_is_added(tmp_path, monkeypatch) -> None:
     calls = _fake_parts(monkeypatch, tmp_path, set())
     out = tmp_path / "study"
-    run_study(load_study_config(STUDY_YAML, [f"experiment.output_dir={out}", "parts=[encoder]"]), ["enc"])
-    run_study(load_study_config(STUDY_YAML, [f"experiment.output_dir={out}", "parts=[restoration]"]), ["res"])
+    run_study(load_study_config(STUDY_YAML, [f"experiment.output_dir={out}", "parts=[encoder]"]), ["enc"], WORLD)
+    run_study(load_study_config(STUDY_YAML, [f"experiment.output_dir={out}", "parts=[restoration]"]), ["res"], WORLD)
     saved = json.loads((out / "asvp_study.json").read_text())
     assert calls == ["encoder", "restoration"] and saved["encoder"] == {"value": 1}
     assert saved["restoration"] == {"value": 2}
+
+
+def test_a_part_run_on_another_world_is_not_kept(tmp_path, monkeypatch) -> None:
+    calls = _fake_parts(monkeypatch, tmp_path, set())
+    out = tmp_path / "study"
+    run_study(load_study_config(STUDY_YAML, [f"experiment.output_dir={out}", "parts=[encoder]"]), ["enc"], WORLD)
+    saved = json.loads((out / "asvp_study.json").read_text())
+    assert saved["world"] == WORLD.settings("configs/synthetic/asvp.yaml")     # the resolved settings, recorded
+    world = tmp_path / "bigger.yaml"
+    world.write_text("base: configs/synthetic/asvp.yaml\nscenes: 12\n")
+    bigger = load_study_config(STUDY_YAML, [f"experiment.output_dir={out}", f"world={world}"])
+    with pytest.raises(StudyError, match=r"encoder part ran with other settings \(world\.scenes: 9 -> 12\)"):
+        run_study(bigger, ["res"], WORLD)
+    assert calls == ["encoder"]
 
 
 def test_generated_data_with_other_settings_is_refused(tmp_path) -> None:
@@ -351,21 +370,24 @@ def test_generated_data_with_other_settings_is_refused(tmp_path) -> None:
 
     cfg = load_study_config(STUDY_YAML, [f"experiment.output_dir={tmp_path}"])
     (tmp_path / "data").mkdir()
-    (tmp_path / "data" / MARKER).write_text(json.dumps({**config_to_dict(cfg.data), "scenes": 3}))  # JSON is YAML
+    recorded = {**WORLD.settings(cfg.world), "scenes": 3}
+    (tmp_path / "data" / MARKER).write_text(json.dumps(recorded))  # JSON is YAML
+    assert WORLD.recorded_settings(tmp_path / "data") == recorded
     with pytest.raises(StudyError, match=r"data settings \(scenes: 3 -> 9\)"):
-        prepare_data(cfg)
+        prepare_data(cfg, WORLD)
 
 
 def test_the_tool_refuses_in_one_line(tmp_path, monkeypatch, capsys) -> None:
     _fake_parts(monkeypatch, tmp_path, set())
     out = tmp_path / "study"
-    run_study(load_study_config(STUDY_YAML, [f"experiment.output_dir={out}"]), ["first"])
+    run_study(load_study_config(STUDY_YAML, [f"experiment.output_dir={out}"]), ["first"], WORLD)
     monkeypatch.setenv("OMP_WAIT_POLICY", "PASSIVE")     # the tool's thread defaults: already set in-process
     main = runpy.run_path(str(Path(__file__).resolve().parents[1] / "tools" / "asvp_study.py"))["main"]
-    for argv, expected in (([STUDY_YAML, f"experiment.output_dir={out}"], "error: .* this study is finished"),
-                           ([STUDY_YAML, "encoder.asvp.layers=[vit.blocks.4,vit.blocks.5]"],
-                            "config error: .*encoder.asvp.layers: the encoder study defends one block"),
-                           ([STUDY_YAML, "restoration.asvp.h=0"], "config error: .*h must be > 0")):
+    for argv, expected in ((["--config", STUDY_YAML, f"experiment.output_dir={out}"],
+                            "error: .* this study is finished"),
+                           (["--config", STUDY_YAML, "encoder.asvp.layers=[vit.blocks.4,vit.blocks.5]"],
+                            "error: .*encoder.asvp.layers: the encoder study defends one block"),
+                           (["--config", STUDY_YAML, "restoration.asvp.h=0"], "error: .*h must be > 0")):
         capsys.readouterr()
         with pytest.raises(SystemExit) as exit_info:
             main(argv)

@@ -36,9 +36,10 @@ def main(argv: list[str] | None = None) -> None:
     setup_logging()
     with user_errors(args.debug):
         from collab_distill.defense.study import load_study_config, run_study  # torch: after the arguments
+        from data_prep.world import SyntheticWorldBuilder
 
         cfg = load_study_config(args.config, args.overrides)
-        result = run_study(cfg, command_line(sys.argv[0], argv), overwrite=args.overwrite)
+        result = run_study(cfg, command_line(sys.argv[0], argv), SyntheticWorldBuilder(), overwrite=args.overwrite)
     print(f"ASVP study done in {result['seconds']['total']:.0f} s: {cfg.experiment.output_dir}/asvp_study.md")
 
 

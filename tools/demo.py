@@ -24,6 +24,7 @@ from pathlib import Path
 from collab_distill.cli import ToolParser, setup_logging, user_errors
 from collab_distill.pipeline import DemoOptions, run_demo, seed_dir
 from collab_distill.report.tables import headlines
+from data_prep.world import SyntheticWorldBuilder
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -47,7 +48,7 @@ def main(argv: list[str] | None = None) -> None:
                        seeds=tuple(args.seeds), quick=args.quick, teacher_weights=args.teacher_weights,
                        teacher_model=args.teacher_model)
     with user_errors(args.debug):
-        done = run_demo(opts)
+        done = run_demo(opts, SyntheticWorldBuilder())
     print("\nSteps:")
     for step in done:
         took = f"{step.seconds:.0f} s" if step.seconds else "skipped (done before)"

@@ -5,8 +5,22 @@ ViT encoder, scored with the linear probe), ``restoration/`` (the restoration te
 data, metrics, attacker distillation, the restoration part), ``study`` (``tools/asvp_study.py``: data,
 both parts, tables). Every ASVP piece is in this package.
 """
-from .asvp import (PLACEMENTS, UNDEFENDED, ASVPConfig, ASVPDefense, DefendedOutput, Placement, Solver, Spectrum,
-                   View, adaptive_rank, as_matrices, perturb, short_side, spectrum)
+from .asvp import (
+    PLACEMENTS,
+    UNDEFENDED,
+    ASVPConfig,
+    ASVPDefense,
+    DefendedOutput,
+    Placement,
+    Solver,
+    Spectrum,
+    View,
+    adaptive_rank,
+    as_matrices,
+    perturb,
+    short_side,
+    spectrum,
+)
 
 __all__ = ["PLACEMENTS", "UNDEFENDED", "ASVPConfig", "ASVPDefense", "DefendedOutput", "Placement", "Solver",
            "Spectrum", "View", "adaptive_rank", "as_matrices", "perturb", "short_side", "spectrum"]

@@ -1,14 +1,18 @@
 """The whole ASVP study (``tools/asvp_study.py``): data, the restoration part, the encoder part, tables.
 
-The data is a small synthetic nuScenes-format set with paired clear renders, generated into
-``<output_dir>/data`` on first use (or read from ``data_root``) and prepared into info files.
+The data is a small synthetic nuScenes-format set with paired clear renders (``world``: its synthetic
+config, ``configs/synthetic/asvp.yaml``), generated into ``<output_dir>/data`` on first use (or read
+from ``data_root``) and prepared into info files by the
+:class:`~collab_distill.data.world.WorldBuilder` the caller passes in (``tools/asvp_study.py``:
+``data_prep.world.SyntheticWorldBuilder``; the library never imports ``data_prep``).
 Outputs: ``asvp_study.json`` and ``asvp_study.md`` in ``experiment.output_dir``, both rewritten
 (atomically) as soon as each part finishes, so a later failure never loses a finished part.
 
 A study folder is one study with one config. Running again into it:
 
 * resumes: the parts already in ``asvp_study.json`` are kept and only the missing ones run,
-  provided the kept parts were run with the same seed, data and part settings;
+  provided the kept parts were run with the same seed, data (``data_root`` and the world's
+  resolved settings) and part settings;
 * refuses (:class:`StudyError`) a finished study or one whose kept parts were run with other
   settings, unless ``overwrite`` (every configured part runs again; the generated data is kept).
 """
@@ -25,14 +29,20 @@ from pathlib import Path
 from typing import Any, Literal
 
 import torch
-import yaml
 
-from collab_distill.config import ConfigError, ExperimentConfig, config_to_dict, git_revision, load_config
+from collab_distill.config import (
+    ConfigError,
+    ExperimentConfig,
+    config_to_dict,
+    git_revision,
+    load_config,
+    register_schema,
+)
+from collab_distill.data.world import WorldBuilder
 from collab_distill.defense.encoder_study import EncoderStudyConfig, encoder_markdown, run_encoder_study
+from collab_distill.defense.restoration.study import RestorationStudyConfig, restoration_markdown, run_restoration_study
 from collab_distill.errors import UserError
 from collab_distill.ranges import PositiveInt
-from collab_distill.defense.restoration.study import RestorationStudyConfig, restoration_markdown, run_restoration_study
-from data_prep.synthetic.config import MARKER, SyntheticConfig
 
 log = logging.getLogger(__name__)
 Part = Literal["restoration", "encoder"]
@@ -44,12 +54,6 @@ class StudyError(UserError, ValueError):
     """A study folder that cannot be written without losing or mixing results."""
 
 
-def _study_data() -> SyntheticConfig:
-    """9 scenes (3 per condition) x 3 keyframes x 6 cameras at 224x126, with paired clear renders."""
-    return SyntheticConfig(scenes=9, samples_per_scene=3, image_size=(224, 126), conditions=["fog", "rain", "night"],
-                           paired_clear=True)
-
-
 @dataclass
 class ASVPStudyConfig:
     """Top-level schema of ``tools/asvp_study.py`` (``configs/asvp/study.yaml``)."""
@@ -59,7 +63,7 @@ class ASVPStudyConfig:
     parts: list[Part] = field(default_factory=lambda: list(PARTS))
     threads: PositiveInt = 1             # torch threads; 1 is fastest on a CPU shared with other jobs
     data_root: str = ""                  # existing set with paired clear renders; "" = <output_dir>/data
-    data: SyntheticConfig = field(default_factory=_study_data)   # what is generated when the set is missing
+    world: str = "configs/synthetic/asvp.yaml"   # synthetic config of the set generated when data_root is ""
     workers: PositiveInt = 2             # generation processes
     restoration: RestorationStudyConfig = field(default_factory=RestorationStudyConfig)
     encoder: EncoderStudyConfig = field(default_factory=EncoderStudyConfig)
@@ -67,6 +71,9 @@ class ASVPStudyConfig:
     def __post_init__(self) -> None:
         if not self.parts:
             raise ValueError(f"parts: empty; choose from {list(PARTS)}")
+
+
+register_schema("asvp_study", ASVPStudyConfig)
 
 
 def load_study_config(path: str | Path | None, overrides: list[str]) -> ASVPStudyConfig:
@@ -80,53 +87,53 @@ def load_study_config(path: str | Path | None, overrides: list[str]) -> ASVPStud
         raise ConfigError(f"{path or 'defaults'}: {exc}") from None
 
 
-def prepare_data(cfg: ASVPStudyConfig) -> tuple[Path, float]:
-    """The info-file folder of the study's data (generated and prepared when missing) and the seconds it took.
+def prepare_data(cfg: ASVPStudyConfig, world: WorldBuilder) -> tuple[Path, float]:
+    """The info-file folder of the study's data (generated and prepared by ``world`` when missing) and
+    the seconds it took.
 
     Raises:
-        StudyError: the generated set in ``<output_dir>/data`` was made with other ``data`` settings.
+        StudyError: the generated set in ``<output_dir>/data`` was made with other settings than ``world``'s.
     """
-    from data_prep.nuscenes_infos import prepare
-    from data_prep.synthetic.generate import generate
-
     start = time.perf_counter()
     root = Path(cfg.data_root or Path(cfg.experiment.output_dir) / "data")
-    if not cfg.data_root and (root / MARKER).is_file():     # ours: it must be the set `data` describes
-        changed = _changed(yaml.safe_load((root / MARKER).read_text()), config_to_dict(cfg.data))
-        if changed:
-            raise StudyError(f"{root}: generated with other data settings ({', '.join(changed[:4])}); "
-                             f"delete that folder to generate the configured set, or set data_root")
-    if not (root / cfg.data.version).is_dir():
+    recorded = None if cfg.data_root else world.recorded_settings(root)   # ours: it must be the set `world` makes
+    if recorded is not None and (changed := _changed(recorded, world.settings(cfg.world))):
+        raise StudyError(f"{root}: generated with other data settings ({', '.join(changed[:4])}); "
+                         f"delete that folder to generate the configured set, or set data_root")
+    files = world.files(cfg.world, root)
+    if not files.generated.exists():
         log.info("generating the study's synthetic set into %s", root)
-        generate(cfg.data, root, workers=cfg.workers, progress=False)
-    infos = root / "infos"
-    if not (infos / "summary.json").is_file():
-        prepare(root, cfg.data.version, infos, workers=1, progress=False)
-    return infos, time.perf_counter() - start
+        log.info(world.generate(cfg.world, root, workers=cfg.workers, progress=False))
+    if not files.prepared.exists():
+        log.info(world.prepare(cfg.world, root, workers=1, progress=False))
+    return files.info_dir, time.perf_counter() - start
 
 
-def run_study(cfg: ASVPStudyConfig, command: list[str], overwrite: bool = False) -> dict[str, Any]:
+def run_study(cfg: ASVPStudyConfig, command: list[str], world: WorldBuilder, overwrite: bool = False
+              ) -> dict[str, Any]:
     """Run the configured parts that ``experiment.output_dir`` does not hold yet; rewrite
     ``asvp_study.{json,md}`` after each; return the record.
 
     Args:
         cfg: the study config.
         command: the command line, recorded.
+        world: makes the synthetic set of ``cfg.world`` when it is missing.
         overwrite: run every configured part again, discarding what the folder holds.
 
     Raises:
+        ConfigError: a bad ``world`` config (before any work).
         StudyError: the folder holds a finished study, parts run with other settings, or an
             unreadable record (and ``overwrite`` is off); checked before any work.
     """
     start = time.perf_counter()
     out = Path(cfg.experiment.output_dir)
-    config = json.loads(json.dumps(config_to_dict(cfg)))   # as it reads back from the JSON
-    previous = {} if overwrite else _resumable(out / STUDY_JSON, cfg, config)
+    inputs = json.loads(json.dumps({"config": config_to_dict(cfg), "world": world.settings(cfg.world)}))  # as read back
+    previous = {} if overwrite else _resumable(out / STUDY_JSON, cfg, inputs)
     torch.set_num_threads(cfg.threads)
-    info_dir, data_seconds = prepare_data(cfg)
+    info_dir, data_seconds = prepare_data(cfg, world)
     result: dict[str, Any] = {"command": command, "git_sha": git_revision(), "torch": torch.__version__,
                               "threads": cfg.threads, "cpu": platform.processor() or platform.machine(),
-                              "time_utc": _now(), "config": config,
+                              "time_utc": _now(), **inputs,
                               "data": {"info_dir": str(info_dir)},
                               "seconds": {"data": data_seconds}, "earlier": {},
                               "load_avg": {"start": os.getloadavg()}}     # 1/5/15 min; the CPU is often shared
@@ -164,10 +171,12 @@ def _run_part(part: Part, cfg: ASVPStudyConfig, info_dir: str) -> dict[str, Any]
     return run_encoder_study(cfg.encoder, info_dir, cfg.experiment.seed)
 
 
-def _inputs(config: dict[str, Any], part: Part) -> dict[str, Any]:
-    """What a part's numbers depend on: the seed, the data and the part's own settings."""
+def _inputs(record: dict[str, Any], part: Part) -> dict[str, Any]:
+    """What a part's numbers in ``record`` depend on: the seed, the data (``data_root`` and the world's
+    resolved settings) and the part's own settings."""
+    config = record["config"]
     return {"experiment": {"seed": config["experiment"]["seed"]}, "data_root": config["data_root"],
-            "data": config["data"], part: config[part]}
+            "world": record["world"], part: config[part]}
 
 
 def _flat(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -185,8 +194,9 @@ def _changed(old: dict[str, Any], new: dict[str, Any]) -> list[str]:
             if old_flat.get(k) != new_flat.get(k)]
 
 
-def _resumable(path: Path, cfg: ASVPStudyConfig, config: dict[str, Any]) -> dict[str, Any]:
-    """The record at ``path`` whose parts this run keeps (``{}`` when there is none).
+def _resumable(path: Path, cfg: ASVPStudyConfig, inputs: dict[str, Any]) -> dict[str, Any]:
+    """The record at ``path`` whose parts this run keeps (``{}`` when there is none); ``inputs``: this
+    run's ``config`` and ``world`` settings, as they read back from the JSON.
 
     Raises:
         StudyError: unreadable or from an older version (no config), finished, or holding a part
@@ -197,7 +207,7 @@ def _resumable(path: Path, cfg: ASVPStudyConfig, config: dict[str, Any]) -> dict
     how = "pass --overwrite to run the study again, or set another experiment.output_dir"
     try:
         previous = json.loads(path.read_text())
-        changed = {p: _changed(_inputs(previous["config"], p), _inputs(config, p)) for p in PARTS if p in previous}
+        changed = {p: _changed(_inputs(previous, p), _inputs(inputs, p)) for p in PARTS if p in previous}
     except (OSError, ValueError, KeyError, TypeError) as exc:
         raise StudyError(f"{path}: not a study record this version can resume ({type(exc).__name__}: {exc}); "
                          f"{how}") from None

@@ -8,5 +8,6 @@ Modules, one job each:
   sensors    camera and LiDAR rig, timing                                render    ray casting (G-buffers, LiDAR sweeps)
   shading    lights, shadows, sky, camera response                       weather   conditions as physics (camera and LiDAR)
   writer     tables and files on disk                                    generate  orchestration
-Command line: tools/make_synthetic.py. Description: docs/data.md.
+Command line: tools/make_synthetic.py. Description: docs/data.md. The demo and the ASVP study get a
+world through ``data_prep.world.SyntheticWorldBuilder`` (the library's ``WorldBuilder``).
 """

@@ -22,11 +22,18 @@ from typing import Any
 
 import torch
 
-from collab_distill.defense.asvp import (PLACEMENTS, UNDEFENDED, ASVPConfig, ASVPDefense, as_matrices, perturb,
-                                        spectrum)
+from collab_distill.defense.asvp import PLACEMENTS, UNDEFENDED, ASVPConfig, ASVPDefense, as_matrices, perturb, spectrum
 from collab_distill.defense.restoration.data import PairedImages, load_task
-from collab_distill.defense.restoration.distill import (Attacker, Source, TrainSettings, distill_lockstep, evaluate,
-                                                        plain_source, record_outputs, train_restorer)
+from collab_distill.defense.restoration.distill import (
+    Attacker,
+    Source,
+    TrainSettings,
+    distill_lockstep,
+    evaluate,
+    plain_source,
+    record_outputs,
+    train_restorer,
+)
 from collab_distill.defense.restoration.unet import STAGES, UNet
 from collab_distill.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt
 
