@@ -2,7 +2,9 @@
 
 Output layout of ``prepare(dataroot, version, out)``::
 
-    out/infos_train.json, infos_val.json (or infos_test.json)   the info files (schema below)
+    out/infos_train.json, infos_val.json (or infos_test.json)   the info files (schema below), for humans
+    out/infos_train/, infos_val/ (or infos_test/)                the same records as memory-mapped arrays,
+                                                                what training reads (collab_distill.data.info_store)
     out/summary.json                                            counts per split/condition, problems
     out/parts/<split>/<scene>.json                              per-scene results (resume state)
 
@@ -36,6 +38,7 @@ from PIL import Image
 
 from collab_distill.data.conditions import parse_conditions
 from collab_distill.data.dataset import POINT_COLUMNS
+from collab_distill.data.info_store import META_FILE, store_path, write_info_store
 from collab_distill.data.taxonomy import NUSCENES_VERSIONS
 from collab_distill.errors import UserError
 from collab_distill.geometry import compose_lidar2cam, pose_matrix
@@ -291,7 +294,7 @@ def prepare(dataroot: Path, version: str, out: Path, workers: int = 2, overwrite
     elif summary_path.is_file():
         done = _read_json(summary_path)
         if done.get("version") == version and done.get("dataroot") == str(dataroot) and all(
-                (out / f"infos_{s}.json").is_file() for s in splits):
+                (out / f"infos_{s}.json").is_file() and (store_path(out, s) / META_FILE).is_file() for s in splits):
             return PrepareSummary(version, done["samples"], done["totals"], done["excluded"], done["problems"],
                                   skipped=True)
     from nuscenes.nuscenes import NuScenes
@@ -372,9 +375,10 @@ def _merge(out: Path, version: str, dataroot: Path, splits: dict[str, list[str]]
             summary.problems += part["problems"]
             for rec in part["samples"]:
                 counts.update(rec["conditions"])
-        write_json_atomic(out / f"infos_{split}.json", {
-            "schema_version": SCHEMA_VERSION, "devkit_version": _devkit_version(), "nuscenes_version": version,
-            "split": split, "dataroot": str(dataroot), "samples": records})
+        info = {"schema_version": SCHEMA_VERSION, "devkit_version": _devkit_version(), "nuscenes_version": version,
+                "split": split, "dataroot": str(dataroot), "samples": records}
+        write_info_store(store_path(out, split), info)
+        write_json_atomic(out / f"infos_{split}.json", info)
         summary.samples[split] = dict(counts)
         summary.totals[split] = len(records)
         summary.excluded[split] = excluded

@@ -13,10 +13,11 @@ import torch.nn.functional as F
 from PIL import Image
 from torch.utils.data import DataLoader
 
+from collab_distill.cli import user_errors
 from collab_distill.config import DataConfig, ImageAug, PointAug
 from collab_distill.data.collate import Collate
-from collab_distill.cli import user_errors
 from collab_distill.data.dataset import DataFileError, PairedDataset, load_points
+from collab_distill.data.info_store import store_path, write_info_store
 from collab_distill.data.infos import load_infos
 from collab_distill.geometry import project_to_pairs
 
@@ -106,7 +107,7 @@ def test_pairs_survive_3d_augmentation_and_subsampling(infos_dir):
 def test_condition_filter_and_camera_selection(infos_dir, tmp_path):
     data = json.loads((infos_dir / "infos_train.json").read_text())
     data["samples"][1]["conditions"] = ["night", "rain"]
-    (tmp_path / "infos_train.json").write_text(json.dumps(data))
+    write_info_store(store_path(tmp_path, "train"), data)
     stage1 = PairedDataset(_cfg(tmp_path, conditions=["clear"], cameras=["random"]))
     stage2 = PairedDataset(_cfg(tmp_path, conditions=["all"], cameras=["CAM_BACK", "CAM_FRONT"]))
     assert len(stage1) == 3 and len(stage2) == 4
@@ -118,7 +119,8 @@ def test_condition_filter_and_camera_selection(infos_dir, tmp_path):
         stage1.set_epoch(epoch)
         picks.add(stage1[0]["cameras"][0])
     assert len(picks) > 2  # the random camera changes with the epoch
-    with pytest.raises(ValueError, match="no sample has a condition in"):
+    with pytest.raises(ValueError, match=r"no sample has a condition in \['snow'\] \(the store has \['clear', "
+                                         r"'night', 'rain'\]\)"):
         PairedDataset(_cfg(tmp_path, conditions=["snow"]))
 
 

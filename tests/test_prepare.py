@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import json
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -9,6 +10,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
+from collab_distill.data.info_store import InfoStore
 from collab_distill.data.infos import InfoFileError, load_infos
 from data_prep.check import check_infos
 from data_prep.nuscenes_infos import PrepareError, parse_conditions, prepare
@@ -62,6 +64,11 @@ def test_finished_run_is_noop_and_interrupted_run_resumes(tiny, tmp_path):
     assert not summary.skipped and part.stat().st_mtime_ns == stamp  # the scene was not redone
     assert (out / "infos_train.json").read_bytes() == first
     assert not list(out.rglob("*.tmp"))
+    # A folder prepared before the info store existed (JSON only) is not complete: the rerun adds the store.
+    shutil.rmtree(out / "infos_val")
+    summary = prepare(tiny, "v1.0-mini", out, workers=1, progress=False)
+    assert not summary.skipped and part.stat().st_mtime_ns == stamp
+    assert len(InfoStore(out / "infos_val")) == 0 and len(InfoStore(out / "infos_train")) == 3
     summary = prepare(tiny, "v1.0-mini", out, workers=1, overwrite=True, progress=False)
     assert not summary.skipped and part.stat().st_mtime_ns != stamp
 

@@ -21,7 +21,8 @@ from torch.utils.data import Dataset
 
 from collab_distill.config import DataConfig, ImageAug, PointAug
 from collab_distill.data.conditions import CONDITION_TAGS
-from collab_distill.data.infos import CAMERA_ORDER, InfoFileError, SampleInfo, load_infos
+from collab_distill.data.info_store import InfoSelection, InfoStore, store_path
+from collab_distill.data.infos import CAMERA_ORDER, InfoFileError, SampleInfo
 from collab_distill.data.transforms import augment_points, load_image, reindex_pairs, subsample
 from collab_distill.geometry import project_to_pairs
 
@@ -74,6 +75,11 @@ def conditions_multi_hot(tags: tuple[str, ...]) -> torch.Tensor:
 class PairedDataset(Dataset):
     """Keyframes of one split with point-pixel pairs.
 
+    The split's records come from its info store (``<info_dir>/infos_<split>/``, memory-mapped):
+    ``samples`` is a sequence of :class:`SampleInfo` built on access that holds only the indices of
+    the selected samples, so a dataset costs O(1) memory per process and pickles small (a
+    DataLoader worker started with ``spawn`` maps the store again by path).
+
     Args:
         cfg: the ``data`` section of the run config (info_dir, split, conditions, cameras, ...).
         seed: base seed of all randomness.
@@ -81,12 +87,12 @@ class PairedDataset(Dataset):
     """
 
     def __init__(self, cfg: DataConfig, seed: int = 0, train: bool = True) -> None:
-        infos = load_infos(Path(cfg.info_dir) / f"infos_{cfg.split}.json", cfg.dataroot or None)
-        self.root = infos.dataroot
-        self.samples: list[SampleInfo] = infos.filter(cfg.conditions)
+        store = InfoStore(store_path(cfg.info_dir, cfg.split), cfg.dataroot or None)
+        self.root = store.dataroot
+        self.samples = InfoSelection(store, cfg.conditions)
         if not self.samples:
-            have = sorted({t for s in infos.samples for t in s.conditions})
-            raise ValueError(f"{infos.path}: no sample has a condition in {cfg.conditions} (the file has {have})")
+            raise ValueError(f"{store.path}: no sample has a condition in {cfg.conditions} (the store has "
+                             f"{list(store.present_conditions())})")
         self.cfg = cfg
         self.seed = seed
         self.train = train

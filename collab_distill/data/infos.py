@@ -1,6 +1,10 @@
-"""Reading the info files written by ``tools/prepare_nuscenes.py`` (the devkit is never used here).
+"""The info records and the JSON info files written by ``tools/prepare_nuscenes.py`` (the devkit is
+never used here).
 
 See ``data_prep/nuscenes_infos.py`` for the schema. Matrices come back as float64 numpy arrays.
+``infos_<split>.json`` is the export for people and tools (the check, the restoration data);
+training reads the same records from the info store (:mod:`collab_distill.data.info_store`), which
+builds the same :class:`SampleInfo` without parsing the whole file in every process.
 """
 from __future__ import annotations
 

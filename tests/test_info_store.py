@@ -1,0 +1,193 @@
+"""Info store: the memory-mapped records equal the JSON export exactly, select like InfoFile.filter,
+refuse a damaged store in one line, and cost O(1) memory and pickle size per process."""
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import pickle
+import tracemalloc
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+
+from collab_distill.config import DataConfig
+from collab_distill.data.dataset import PairedDataset
+from collab_distill.data.info_store import META_FILE, InfoSelection, InfoStore, store_path, write_info_store
+from collab_distill.data.infos import InfoFileError, SampleInfo, load_infos
+
+TAG_CYCLE = (["clear"], ["night"], ["rain"], ["night", "rain"], ["fog"], ["snow"], ["night", "fog"])
+
+
+def tile_infos(info: dict[str, Any], n: int) -> dict[str, Any]:
+    """An info-file dict of ``n`` records in the real schema: ``info``'s records repeated (so every path
+    names a real file), each with its own token and scene, and condition tags cycling over TAG_CYCLE."""
+    records = info["samples"]
+    tiled = [{**records[k % len(records)], "token": f"{records[k % len(records)]['token']}-{k:06d}",
+              "scene_name": f"scene-{k // 40:04d}", "conditions": TAG_CYCLE[k % len(TAG_CYCLE)]} for k in range(n)]
+    return {**info, "samples": tiled}
+
+
+def assert_same_sample(got: SampleInfo, want: SampleInfo) -> None:
+    """Every field equal; matrices bit-exact float64."""
+    for field in dataclasses.fields(SampleInfo):
+        a, b = getattr(got, field.name), getattr(want, field.name)
+        if isinstance(b, np.ndarray):
+            assert a.dtype == np.float64 and np.array_equal(a, b), field.name
+        elif field.name == "cameras":
+            assert a.keys() == b.keys()
+            for channel in b:
+                for cam_field in dataclasses.fields(a[channel]):
+                    x, y = getattr(a[channel], cam_field.name), getattr(b[channel], cam_field.name)
+                    same = x.dtype == np.float64 and np.array_equal(x, y) if isinstance(y, np.ndarray) \
+                        else type(x) is type(y) and x == y
+                    assert same, (channel, cam_field.name, x, y)
+        else:
+            assert type(a) is type(b) and a == b, (field.name, a, b)
+
+
+def _write_json_and_store(folder: Path, info: dict[str, Any]) -> InfoStore:
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / f"infos_{info['split']}.json").write_text(json.dumps(info))
+    write_info_store(store_path(folder, info["split"]), info)
+    return InfoStore(store_path(folder, info["split"]))
+
+
+@pytest.mark.parametrize("split", ["train", "val"])
+def test_prepared_store_equals_the_json_field_by_field(synthetic_infos, textured_infos_dir, split):
+    for folder in (synthetic_infos, textured_infos_dir):
+        infos, store = load_infos(folder / f"infos_{split}.json"), InfoStore(store_path(folder, split))
+        assert (store.nuscenes_version, store.devkit_version, store.split, store.dataroot) == \
+               (infos.nuscenes_version, infos.devkit_version, infos.split, infos.dataroot)
+        assert len(store) == len(infos.samples)
+        for i, want in enumerate(infos.samples):
+            assert_same_sample(store.sample(i), want)
+    assert len(InfoStore(store_path(synthetic_infos, "val"))) > 0 and len(InfoStore(store_path(textured_infos_dir,
+                                                                                                "val"))) == 0
+
+
+def test_odd_records_round_trip(textured_infos_dir, tmp_path):
+    """Absent cameras, a channel outside CAMERA_ORDER, non-ASCII strings, a lidarseg path, two condition tags
+    (in CONDITION_TAGS order, not alphabetical), a dataroot override."""
+    info = json.loads((textured_infos_dir / "infos_train.json").read_text())
+    first, second = info["samples"][0], info["samples"][1]
+    first["cameras"]["CAM_ZOOM_ü"] = first["cameras"].pop("CAM_FRONT")
+    del second["cameras"]["CAM_BACK"], second["cameras"]["CAM_FRONT_LEFT"]
+    first["token"], second["scene_name"] = "tök/../ên", "scène-été"
+    second["lidar"]["lidarseg_path"] = "lidarseg/v1.0-mini/x_lidarseg.bin"
+    second["conditions"] = ["night", "fog"]
+    store = _write_json_and_store(tmp_path, info)
+    infos = load_infos(tmp_path / "infos_train.json")
+    assert store.cameras[-1] == "CAM_ZOOM_ü" and len(store.cameras) == 7
+    for i, want in enumerate(infos.samples):
+        assert_same_sample(store.sample(i), want)
+    assert InfoStore(store.path, dataroot=tmp_path).dataroot == tmp_path
+    with pytest.raises(IndexError):
+        store.sample(len(store))
+
+
+def test_select_equals_info_file_filter(textured_infos_dir, tmp_path):
+    info = tile_infos(json.loads((textured_infos_dir / "infos_train.json").read_text()), 50)
+    store = _write_json_and_store(tmp_path, info)
+    infos = load_infos(tmp_path / "infos_train.json")
+    for conditions in (None, ["all"], ["clear"], ["night"], ["rain", "fog"], ["snow", "clear"], ["unknown"], []):
+        chosen = store.select(conditions)
+        assert chosen.dtype == np.int64
+        assert [store.sample(i).token for i in chosen] == [s.token for s in infos.filter(conditions)], conditions
+    assert store.present_conditions() == ("clear", "night", "rain", "fog", "snow")
+    selection = InfoSelection(store, ["night"])
+    assert [s.token for s in selection] == [s.token for s in infos.filter(["night"])]
+    assert selection[-1].token == infos.filter(["night"])[-1].token
+
+
+def test_unknown_condition_tag_is_refused_at_write(textured_infos_dir, tmp_path):
+    info = json.loads((textured_infos_dir / "infos_train.json").read_text())
+    info["samples"][2]["conditions"] = ["clear", "hail"]
+    with pytest.raises(ValueError, match=r"record \w+: condition tags \['hail'\]"):
+        write_info_store(tmp_path / "infos_train", info)
+    assert not list(tmp_path.iterdir())  # nothing half-written is left in place
+
+
+def _truncate(store: Path) -> Path:
+    path = store / "camera_lidar2cam.npy"
+    os.truncate(path, path.stat().st_size - 8)
+    return path
+
+
+def _drop_meta(store: Path) -> Path:
+    (store / META_FILE).unlink()
+    return store / META_FILE
+
+
+def _drop_array(store: Path) -> Path:
+    (store / "strings.npy").unlink()
+    return store / "strings.npy"
+
+
+def _old_version(store: Path) -> Path:
+    meta = json.loads((store / META_FILE).read_text())
+    (store / META_FILE).write_text(json.dumps({**meta, "store_version": 0}))
+    return store / META_FILE
+
+
+def _other_shape(store: Path) -> Path:
+    np.save(store / "num_points.npy", np.zeros(3, np.int32))
+    return store / "num_points.npy"
+
+
+@pytest.mark.parametrize("damage, what", [(_truncate, "bytes"), (_drop_meta, "not found or not completely written"),
+                                          (_drop_array, "missing"), (_old_version, "store version"),
+                                          (_other_shape, "bytes")])
+def test_a_damaged_store_is_one_line_naming_the_file(textured_infos_dir, tmp_path, damage, what):
+    info = json.loads((textured_infos_dir / "infos_train.json").read_text())
+    write_info_store(tmp_path / "infos_train", info)
+    path = damage(tmp_path / "infos_train")
+    with pytest.raises(InfoFileError) as caught:
+        PairedDataset(DataConfig(info_dir=str(tmp_path), split="train"))
+    message = str(caught.value)
+    assert message.startswith(f"{path}: ") and what in message and "\n" not in message
+    assert message.endswith("run tools/prepare_nuscenes.py again with --overwrite")
+
+
+def test_rewrite_replaces_atomically(textured_infos_dir, tmp_path):
+    info = json.loads((textured_infos_dir / "infos_train.json").read_text())
+    write_info_store(tmp_path / "infos_train", tile_infos(info, 9))
+    old = InfoStore(tmp_path / "infos_train")
+    write_info_store(tmp_path / "infos_train", info)
+    assert len(InfoStore(tmp_path / "infos_train")) == len(info["samples"])
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["infos_train"]  # no temporary folder left
+    assert old.sample(8).token.endswith("-000008")  # a process that had it open keeps its mapping
+
+
+@pytest.fixture(scope="module")
+def big_store(textured_infos_dir, tmp_path_factory) -> tuple[Path, int]:
+    """A folder with ``infos_train/`` of 20,000 tiled records (paths to the textured fixture's files)."""
+    folder, n = tmp_path_factory.mktemp("big_store"), 20_000
+    write_info_store(store_path(folder, "train"), tile_infos(json.loads((textured_infos_dir / "infos_train.json")
+                                                                          .read_text()), n))
+    return folder, n
+
+
+def test_memory_and_pickle_size_do_not_grow_with_the_sample_count(textured_infos_dir, big_store):
+    folder, n = big_store
+    tracemalloc.start()
+    try:
+        big = PairedDataset(DataConfig(info_dir=str(folder), split="train", conditions=["night"], cameras=["all"],
+                                       image_size=(126, 252)), train=False)
+        _, peak = tracemalloc.get_traced_memory()
+    finally:
+        tracemalloc.stop()
+    assert peak < 2 * 2**20, f"{peak} bytes to open {n} records"
+    assert len(big) == sum(1 for k in range(n) if "night" in TAG_CYCLE[k % len(TAG_CYCLE)])
+    small = PairedDataset(DataConfig(info_dir=str(textured_infos_dir), split="train", cameras=["all"],
+                                     image_size=(126, 252)), train=False)
+    big_size, small_size = len(pickle.dumps(big)), len(pickle.dumps(small))
+    assert small_size < 50_000 and abs(big_size - small_size) < 200, (small_size, big_size)
+    copy = pickle.loads(pickle.dumps(big))  # what a DataLoader worker started with spawn receives
+    assert np.array_equal(copy.samples.indices, big.samples.indices)
+    assert_same_sample(copy.samples[len(big) - 1], big.samples[len(big) - 1])
+    assert big.samples[len(big) - 1].token.endswith(f"-{big.samples.indices[-1]:06d}")
+    item, again = big[len(big) - 1], copy[len(big) - 1]
+    assert item["token"] == again["token"] and np.array_equal(item["points"], again["points"])
