@@ -37,8 +37,15 @@ from collab_distill.errors import ConfigError
 from collab_distill.methods.config import MethodSection, Stage1Config
 from collab_distill.methods.registry import METHODS
 from collab_distill.models.config import ModelConfig
-from collab_distill.ranges import (Momentum, NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range,
-                                   UnitInterval)
+from collab_distill.ranges import (
+    Momentum,
+    NonNegativeFloat,
+    NonNegativeInt,
+    PositiveFloat,
+    PositiveInt,
+    Range,
+    UnitInterval,
+)
 
 T = TypeVar("T")
 BASE_KEY = "base"

@@ -11,8 +11,17 @@ from pathlib import Path
 import pytest
 import yaml
 
-from collab_distill.config import (SCHEMA_MODULES, SCHEMAS, ConfigError, RunConfig, declared_schema, load_config,
-                                   register_schema, resolve_config_path, save_run_config)
+from collab_distill.config import (
+    SCHEMA_MODULES,
+    SCHEMAS,
+    ConfigError,
+    RunConfig,
+    declared_schema,
+    load_config,
+    register_schema,
+    resolve_config_path,
+    save_run_config,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -77,7 +86,7 @@ def test_missing_file_and_missing_base(tmp_path):
     with pytest.raises(ConfigError, match="config file not found"):
         load_config(tmp_path / "nope.yaml")
     child = _write(tmp_path / "child.yaml", "base: gone.yaml\n")
-    with pytest.raises(ConfigError, match=rf"gone.yaml: config file not found \(base of .*child.yaml\)"):
+    with pytest.raises(ConfigError, match=r"gone.yaml: config file not found \(base of .*child.yaml\)"):
         load_config(child)
 
 

@@ -11,8 +11,14 @@ from collab_distill.config import load_config
 from collab_distill.data.dataset import DataFileError
 from collab_distill.data.taxonomy import IGNORE, LIDARSEG_CLASSES
 from collab_distill.models.weights import WeightsError
-from collab_distill.probe.lidar import (LidarProbeConfig, LidarProbeTrainConfig, evaluate, lidar_result_path,
-                                        run_lidar_probe, train_head)
+from collab_distill.probe.lidar import (
+    LidarProbeConfig,
+    LidarProbeTrainConfig,
+    evaluate,
+    lidar_result_path,
+    run_lidar_probe,
+    train_head,
+)
 
 
 def _split(features: torch.Tensor, labels: torch.Tensor, tags: list[tuple[str, ...]]) -> dict:

@@ -15,6 +15,7 @@ from pathlib import Path
 import pytest
 import torch
 from safetensors.torch import load_file, save_file
+from test_training import SMALL, _cfg
 
 from collab_distill.config import ConfigError, RunConfig
 from collab_distill.data.collate import Collate
@@ -25,7 +26,6 @@ from collab_distill.errors import UserError
 from collab_distill.methods.base import Method
 from collab_distill.methods.registry import build_method
 from collab_distill.models.weights import WeightsError, read_state_dict
-from test_training import SMALL, _cfg
 
 REPO = Path(__file__).resolve().parents[1]
 STAGE1 = "configs/stage1/synthetic.yaml"

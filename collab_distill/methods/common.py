@@ -11,7 +11,6 @@ from collab_distill.methods.config import MethodSection
 from collab_distill.models import ImageEncoder
 from collab_distill.models.weights import WeightsError, read_state_dict
 
-
 S = TypeVar("S", bound=MethodSection)
 
 

@@ -21,8 +21,8 @@ from collab_distill.losses import attention_kl, cosine_distance
 from collab_distill.methods.base import Method, MethodOutput
 from collab_distill.methods.common import build_image_encoder, method_section
 from collab_distill.methods.config import ImageDistillConfig
-from collab_distill.models import ImageEncoder
 from collab_distill.methods.views import degraded_view, jittered_view
+from collab_distill.models import ImageEncoder
 
 JITTER = 0.2  # teacher_plus: +-20 % brightness, contrast, saturation
 

@@ -12,8 +12,13 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Literal
 
 from collab_distill.errors import ConfigError
-from collab_distill.methods.config import (ImageDistillConfig, MethodSection, Stage1Config, Stage2Config,
-                                           TeacherPretrainConfig)
+from collab_distill.methods.config import (
+    ImageDistillConfig,
+    MethodSection,
+    Stage1Config,
+    Stage2Config,
+    TeacherPretrainConfig,
+)
 
 if TYPE_CHECKING:
     from collab_distill.config import RunConfig
