@@ -238,9 +238,10 @@ class InfoStore:
     def select(self, conditions: Iterable[str] | None) -> np.ndarray:
         """``(K,)`` int64 indices of the samples with at least one of ``conditions``, ascending (all
         samples when None or it contains ``all``); as :meth:`InfoFile.filter`, vectorised."""
-        if conditions is None or "all" in conditions:
+        wanted = None if conditions is None else set(conditions)
+        if wanted is None or "all" in wanted:
             return np.arange(len(self), dtype=np.int64)
-        columns = [c for c, tag in enumerate(CONDITION_TAGS) if tag in set(conditions)]
+        columns = [c for c, tag in enumerate(CONDITION_TAGS) if tag in wanted]
         return np.flatnonzero(self._arrays["conditions"][:, columns].any(axis=1)).astype(np.int64)
 
     def present_conditions(self) -> tuple[str, ...]:
