@@ -241,18 +241,18 @@ def resolve_config_path(path: str | Path) -> Path:
     Raises:
         ConfigError: no such file.
     """
-    given = Path(path)
-    if given.is_file():
-        return given
-    shipped = _shipped(path)
-    if shipped is None:
+    found = _file_or_shipped(Path(path), path)
+    if found is None:
         raise ConfigError(f"{path}: config file not found (nor among the shipped configs in {CONFIG_ROOT})")
-    return shipped
+    return found
 
 
-def _shipped(path: str | Path) -> Path | None:
-    """The shipped config a relative ``path`` names (``configs/x.yaml`` or ``x.yaml``), if it exists."""
-    given = Path(path)
+def _file_or_shipped(first: Path, name: str | Path) -> Path | None:
+    """``first`` if it is a file, else the shipped config a relative ``name`` names (``configs/x.yaml``
+    or ``x.yaml``) if it exists, else None."""
+    if first.is_file():
+        return first
+    given = Path(name)
     if given.is_absolute():
         return None
     shipped = CONFIG_ROOT / (given.relative_to("configs") if given.parts[:1] == ("configs",) else given)
@@ -333,13 +333,10 @@ def _read_chain(path: Path, chain: tuple[Path, ...]) -> list[_Layer]:
 
 def _base_path(base: str, owner: Path) -> Path:
     """A ``base:`` entry of file ``owner``: relative to ``owner``, else a shipped config."""
-    beside = owner.parent / base
-    if beside.is_file():
-        return beside
-    shipped = _shipped(base)
-    if shipped is None:
-        raise ConfigError(f"{beside}: config file not found (base of {owner})")
-    return shipped
+    found = _file_or_shipped(owner.parent / base, base)
+    if found is None:
+        raise ConfigError(f"{owner.parent / base}: config file not found (base of {owner})")
+    return found
 
 
 def _read_yaml(path: Path) -> dict[str, Any]:
