@@ -20,8 +20,12 @@ from pathlib import Path
 
 import torch
 
-from collab_distill.data.degrade import (available_image_degradations, available_lidar_degradations, degrade_image,
-                                         degrade_lidar)
+from collab_distill.data.degrade import (
+    available_image_degradations,
+    available_lidar_degradations,
+    degrade_image,
+    degrade_lidar,
+)
 
 from _timing import best_ms
 

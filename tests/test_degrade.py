@@ -8,8 +8,15 @@ import kornia
 import pytest
 import torch
 
-from collab_distill.data.degrade import (SEVERITIES, available_image_degradations, available_lidar_degradations,
-                                         degrade_image, degrade_lidar, make_generator, random_degradation)
+from collab_distill.data.degrade import (
+    SEVERITIES,
+    available_image_degradations,
+    available_lidar_degradations,
+    degrade_image,
+    degrade_lidar,
+    make_generator,
+    random_degradation,
+)
 from collab_distill.data.degrade_image import BRIGHTNESS, FOG
 from collab_distill.data.degrade_lidar import RAIN, SNOW, rings_of
 

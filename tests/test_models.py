@@ -6,8 +6,16 @@ import timm
 import torch
 import torch.nn.functional as F
 
-from collab_distill.models import (FrozenModuleError, HeadConfig, ImageEncoder, ImageEncoderConfig, ProjectionHead,
-                                   WeightsError, sample_features, save_vit_weights)
+from collab_distill.models import (
+    FrozenModuleError,
+    HeadConfig,
+    ImageEncoder,
+    ImageEncoderConfig,
+    ProjectionHead,
+    WeightsError,
+    sample_features,
+    save_vit_weights,
+)
 
 PICO = "vit_pico_patch14_cpu"
 SIZE = (56, 84)                       # 4 x 6 patches

@@ -15,12 +15,11 @@ from torch.utils.data import DataLoader
 
 from collab_distill.cli import probe_main
 from collab_distill.config import DataConfig, load_config
+from collab_distill.data.taxonomy import IGNORE
 from collab_distill.models import ImageEncoder, ImageEncoderConfig, WeightsError
 from collab_distill.paths import ExistingOutputError
 from collab_distill.probe.config import FolderConfig, ProbeConfig, ProbeHeadConfig, ProbeTrainConfig
-from collab_distill.data.taxonomy import IGNORE
-from collab_distill.probe.data import (FolderViews, NuScenesViews, collate_views, load_target_png,
-                                       rasterize_points)
+from collab_distill.probe.data import FolderViews, NuScenesViews, collate_views, load_target_png, rasterize_points
 from collab_distill.probe.encoder import load_encoder
 from collab_distill.probe.features import FeatureBank, precompute
 from collab_distill.probe.fidelity import feature_fidelity

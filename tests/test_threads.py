@@ -10,8 +10,14 @@ from pathlib import Path
 
 import pytest
 
-from collab_distill.threads import (COUNT_VARIABLES, WAIT_VARIABLES, physical_cores, running_elsewhere,
-                                    set_thread_defaults, thread_defaults)
+from collab_distill.threads import (
+    COUNT_VARIABLES,
+    WAIT_VARIABLES,
+    physical_cores,
+    running_elsewhere,
+    set_thread_defaults,
+    thread_defaults,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 TOOLS = sorted((REPO / "tools").glob("*.py"))

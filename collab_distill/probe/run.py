@@ -20,8 +20,8 @@ from collab_distill.probe.config import ProbeConfig, ProbeError, check_probe_con
 from collab_distill.probe.data import FolderViews, NuScenesViews, ProbeView, ViewCache, collate_views
 from collab_distill.probe.encoder import describe_weights, load_encoder
 from collab_distill.probe.features import STORE_DTYPE, FeatureBank, precompute
-from collab_distill.probe.metrics import MIOU_CONVENTION
 from collab_distill.probe.fidelity import feature_fidelity
+from collab_distill.probe.metrics import MIOU_CONVENTION
 from collab_distill.probe.results import write_result
 from collab_distill.probe.showcase import Showcase, select_showcase, to_uint8
 from collab_distill.probe.train import DepthTask, ProbeTask, SegTask, evaluate, train_head

@@ -5,7 +5,14 @@ from __future__ import annotations
 import numpy as np
 
 from collab_distill.data.taxonomy import (  # noqa: F401  (re-exported: the world writes this vocabulary)
-    CATEGORIES, CATEGORY_NAMES, COARSE_CLASSES, FINE_TO_COARSE, NAME_TO_INDEX, NOISE, fine_to_coarse_lut)
+    CATEGORIES,
+    CATEGORY_NAMES,
+    COARSE_CLASSES,
+    FINE_TO_COARSE,
+    NAME_TO_INDEX,
+    NOISE,
+    fine_to_coarse_lut,
+)
 
 #: (name, description) of the nuScenes annotation attributes.
 ATTRIBUTES: tuple[tuple[str, str], ...] = (
