@@ -79,6 +79,12 @@ def setup_logging(verbose: bool = False) -> None:
                         format="%(asctime)s %(levelname)s %(name)s: %(message)s", datefmt="%H:%M:%S")
 
 
+def with_flags(flags: dict[str, str | None], overrides: Sequence[str]) -> list[str]:
+    """``key=value`` overrides for the convenience flags that were given (``{"experiment.name": "x"}``),
+    then the positional ``overrides`` (which win)."""
+    return [f"{key}={value}" for key, value in flags.items() if value is not None] + list(overrides)
+
+
 def command_line(tool: str, argv: list[str] | None) -> list[str]:
     """The command as typed, for a run's record: ``[tool, *arguments]`` (``argv`` None: this process's)."""
     return [tool, *(sys.argv[1:] if argv is None else argv)]
@@ -169,9 +175,8 @@ def probe_main(doc: str, tool: str, task: str, default_config: str, argv: list[s
     parser.add_argument("--no-progress", action="store_true", help="no progress bars")
     args = parser.parse_args(argv)
     setup_logging()
-    flags = {"encoder": args.encoder, "model.image.weights": args.teacher, "experiment.name": args.name,
-             "experiment.output_dir": args.out}
-    overrides = [f"{k}={v}" for k, v in flags.items() if v is not None] + list(args.overrides)
+    overrides = with_flags({"encoder": args.encoder, "model.image.weights": args.teacher,
+                            "experiment.name": args.name, "experiment.output_dir": args.out}, args.overrides)
     with user_errors(args.debug):  # config, info, weights, an existing result: one line
         from collab_distill.config import load_config
         from collab_distill.probe.config import ProbeConfig, ProbeError

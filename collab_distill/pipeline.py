@@ -23,7 +23,7 @@ import json
 import logging
 import os
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field, fields
 from pathlib import Path
 from typing import Any
@@ -41,6 +41,7 @@ BASELINES = method_names("baseline")
 PROBED = ("teacher", *BASELINES, "stage2")  # the frozen teacher and every trained student
 PROBES = {"seg": "configs/probe/seg_linear.yaml", "depth": "configs/probe/depth_linear.yaml"}  # the 2D probes
 LIDAR_PROBE = "configs/probe_lidar/synthetic.yaml"
+DEFAULT_PRESET, QUICK_PRESET = "configs/demo/default.yaml", "configs/demo/quick.yaml"  # the two shipped sizes
 
 
 @dataclass
@@ -81,13 +82,14 @@ def overrides(fragment: Mapping[str, Any], prefix: str = "") -> list[str]:
                          else [f"{prefix}{key}={json.dumps(value)}"])]
 
 
-def load_preset(path: str) -> DemoPreset:
-    """The preset at ``path``, each step fragment checked against the configs it applies to.
+def load_preset(path: str, preset_overrides: Sequence[str] = ()) -> DemoPreset:
+    """The preset at ``path`` (with ``key=value`` overrides, e.g. ``stage1.train.epochs=3``), each step
+    fragment checked against the configs it applies to.
 
     Raises:
         ConfigError: a bad preset, or a fragment with an unknown key or a bad value (before any step runs).
     """
-    preset = load_config(path, schema=DemoPreset)
+    preset = load_config(path, preset_overrides, schema=DemoPreset)
     for step in (f.name for f in fields(DemoPreset) if f.name != "world"):
         for config, schema in _step_configs(step):
             try:
@@ -105,14 +107,10 @@ class DemoOptions:
     out: Path = Path("runs/demo")
     data: Path = Path("data/synthetic_demo")
     seeds: tuple[int, ...] = (0,)
-    quick: bool = False
+    preset: str = DEFAULT_PRESET         # the size: a demo config (schema demo), e.g. QUICK_PRESET
+    preset_overrides: tuple[str, ...] = ()  # key=value on top of the preset
     teacher_weights: str = ""            # a DINOv2/timm checkpoint instead of the demo's own teacher
     teacher_model: str = "vit_tiny_patch14_cpu"
-
-    @property
-    def preset(self) -> str:
-        """The size preset: ``configs/demo/quick.yaml`` with ``quick``, else ``configs/demo/default.yaml``."""
-        return f"configs/demo/{'quick' if self.quick else 'default'}.yaml"
 
 
 @dataclass
@@ -165,7 +163,7 @@ def steps(opts: DemoOptions, world: WorldBuilder) -> list[Step]:
     Raises:
         ConfigError: a bad preset or world config (before any step runs).
     """
-    preset = load_preset(opts.preset)
+    preset = load_preset(opts.preset, opts.preset_overrides)
     files = world.files(preset.world, opts.data)
     demo = _Demo(opts, preset, files.info_dir)
     result = [
@@ -273,7 +271,7 @@ def run_demo(opts: DemoOptions, world: WorldBuilder) -> list[Step]:
         step.seconds = time.perf_counter() - t0
         record = {"step": step.name, "seconds": round(step.seconds, 2),
                   "cpu_seconds": round(time.process_time() - cpu0, 2), "load_avg_1min": os.getloadavg()[0],
-                  "quick": opts.quick, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
+                  "preset": opts.preset, "time": time.strftime("%Y-%m-%dT%H:%M:%S")}
         with open(opts.out / "timings.jsonl", "a") as f:
             f.write(json.dumps(record) + "\n")
         log.info("[%d/%d] %s: %.0f s", i, len(todo), step.name, step.seconds)

@@ -14,7 +14,7 @@ import pytest
 from collab_distill.config import ConfigError, load_config
 from collab_distill.data.world import WorldFiles
 from collab_distill.methods.registry import method_names
-from collab_distill.pipeline import BASELINES, DemoOptions, DemoPreset, load_preset, overrides, steps
+from collab_distill.pipeline import BASELINES, QUICK_PRESET, DemoOptions, DemoPreset, load_preset, overrides, steps
 from data_prep.world import SyntheticWorldBuilder
 
 REPO = Path(__file__).resolve().parents[1]
@@ -78,7 +78,7 @@ class RecordingWorld:
 def test_steps_take_the_world_from_the_caller_and_the_configs_from_the_package(tmp_path, monkeypatch) -> None:
     monkeypatch.chdir(tmp_path)                    # the shipped configs are found from any working directory
     world = RecordingWorld()
-    opts = DemoOptions(out=Path("out"), data=Path("world"), quick=True)
+    opts = DemoOptions(out=Path("out"), data=Path("world"), preset=QUICK_PRESET)
     todo = steps(opts, world)
     assert world.calls == []                        # listing the steps makes nothing
     names = [step.name for step in todo]
@@ -102,7 +102,7 @@ def test_quick_demo_runs_every_step_and_resumes(tmp_path):
     out, data = tmp_path / "demo", tmp_path / "world"
     first = _demo(out, data)
     assert first.returncode == 0, first.stderr[-3000:]
-    opts = DemoOptions(out=out, data=data, quick=True)
+    opts = DemoOptions(out=out, data=data, preset=QUICK_PRESET)
     todo = steps(opts, SyntheticWorldBuilder())
     assert all(step.done_marker.is_file() for step in todo), [s.name for s in todo if not s.done_marker.is_file()]
     report = json.loads((out / "seed0" / "report" / "report.json").read_text())

@@ -6,44 +6,50 @@ lidarseg labels, train split) and reports mIoU / per-class IoU on val, overall a
 plus the mean cosine between the stage-1 features and the teacher's at the projected pixels.
 
 Examples:
-  python tools/probe_lidar.py --point-weights runs/stage1/weights --out runs/probes/stage1/lidar_seg.json \\
+  python tools/probe_lidar.py --point-weights runs/stage1/weights --out runs/probes \\
       data.info_dir=data/synthetic/infos model.image.weights=runs/teacher/weights/teacher_vit.safetensors
-  python tools/probe_lidar.py --out runs/probes/random/lidar_seg.json ...   # the random-init floor
+                                          # -> runs/probes/stage1/lidar_seg.json
+  python tools/probe_lidar.py --out runs/probes ...   # the random-init floor -> runs/probes/random_init/
+
+Writes <experiment.output_dir>/<name>/lidar_seg.json (--out sets the folder, --name the name: by
+default the run folder of --point-weights, or random_init); tools/report.py collects it.
 """
 from collab_distill.threads import set_thread_defaults; set_thread_defaults()  # noqa: E702 (before torch loads)
-from pathlib import Path
-
-from collab_distill.cli import OVERRIDE_HELP, ToolParser, setup_logging, user_errors
-from collab_distill.config import load_config
-from collab_distill.probe.lidar import LidarProbeConfig, run_lidar_probe
-from collab_distill.paths import refuse_overwrite
-from collab_distill.probe.results import write_result
+from collab_distill.cli import ToolParser, add_config_args, setup_logging, user_errors, with_flags
 
 
-def main() -> None:
+def main(argv: list[str] | None = None) -> None:
     parser = ToolParser(__doc__)
-    parser.add_argument("--config", default="configs/probe_lidar/synthetic.yaml", help="(default: %(default)s)")
-    parser.add_argument("--point-weights", default=None, metavar="DIR",
-                        help="a stage-1 weights/ folder; omit for the randomly initialised floor")
-    parser.add_argument("--name", default=None, help="row label in the report (default: from --point-weights)")
-    parser.add_argument("--out", type=Path, required=True, help="result JSON to write")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing --out")
-    parser.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDE_HELP)
-    args = parser.parse_args()
+    add_config_args(parser, "configs/probe_lidar/synthetic.yaml", "LiDAR probe config YAML")
+    parser.add_argument("--point-weights", metavar="DIR",
+                        help="a stage-1 weights/ folder (point_weights); omit for the randomly initialised floor")
+    parser.add_argument("--name", help="result name (experiment.name; default: the run folder of "
+                                       "--point-weights, or random_init)")
+    parser.add_argument("--out", metavar="FOLDER", help="output folder (experiment.output_dir); the result goes "
+                                                        "to OUT/NAME/lidar_seg.json")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing result of the same name")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    args = parser.parse_args(argv)
     setup_logging()
-    overrides = list(args.overrides) + ([f"point_weights={args.point_weights}"] if args.point_weights else [])
-    with user_errors(args.debug):  # config, info, data and weight file errors: one line, exit 2
-        refuse_overwrite(args.out, args.overwrite)
+    overrides = with_flags({"point_weights": args.point_weights, "experiment.name": args.name,
+                            "experiment.output_dir": args.out}, args.overrides)
+    with user_errors(args.debug):  # config, info, data and weight file errors, an existing result: one line
+        from collab_distill.config import load_config
+        from collab_distill.paths import refuse_overwrite
+        from collab_distill.probe.lidar import LidarProbeConfig, lidar_result_path, run_lidar_probe
+        from collab_distill.probe.results import write_result
+
         cfg = load_config(args.config, overrides, schema=LidarProbeConfig)
-        name = args.name or (Path(cfg.point_weights).parent.name if cfg.point_weights else "random init")
-        result = run_lidar_probe(cfg, name)
-        write_result(result, args.out)
+        path = lidar_result_path(cfg)
+        refuse_overwrite(path, args.overwrite)
+        result = run_lidar_probe(cfg, progress=not args.no_progress)
+        write_result(result, path)
     for group, r in result["results"].items():
         cos = r["stage1_teacher_cosine"]
         miou = "n/a" if r["miou"] is None else f"{100 * r['miou']:.1f}"
         print(f"{group:6s} mIoU {miou}  ({r['samples']} samples)"
               + ("" if cos is None else f"  stage-1/teacher cosine {cos:.3f}"))
-    print(f"written to {args.out}")
+    print(f"written to {path}")
 
 
 if __name__ == "__main__":
