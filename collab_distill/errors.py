@@ -1,7 +1,8 @@
 """The one base class of the errors a user can fix: a bad file, key, value or folder.
 
-Every tool catches :class:`UserError`, prints its one-line message (which names the file, key or
-record, what is wrong and what to do) and exits with code 2; ``--debug`` shows the traceback instead.
+Every tool catches :class:`UserError` (through :func:`collab_distill.cli.user_errors`), prints
+``error: <its one-line message>`` (which names the file, key or record, what is wrong and what to do)
+and exits with code 2; ``--debug`` shows the traceback instead.
 Anything else is a bug and keeps its traceback.
 """
 from __future__ import annotations
@@ -9,8 +10,6 @@ from __future__ import annotations
 
 class UserError(Exception):
     """A problem with the user's input or outputs, described in one line; tools exit 2 on it."""
-
-    label = "error"                      # the prefix a tool prints before the message
 
     def __init__(self, *args: object) -> None:
         super().__init__(*args)
@@ -28,5 +27,3 @@ class ConfigError(UserError, ValueError):
 
     Defined here (not in :mod:`collab_distill.config`, which re-exports it) so that the light modules the
     config loader imports, such as the method registry, can raise it without an import cycle."""
-
-    label = "config error"
