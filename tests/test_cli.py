@@ -6,6 +6,7 @@ aliases are derived from the method registry, and tools/show_config.py prints ev
 """
 from __future__ import annotations
 
+import ast
 import os
 import runpy
 import subprocess
@@ -22,6 +23,7 @@ from collab_distill.errors import UserError
 from collab_distill.methods.registry import METHODS, method_names
 
 REPO = Path(__file__).resolve().parents[1]
+Run = tuple[int, str, list[str]]  # a tool's exit code, stdout and non-empty stderr lines
 TOOLS = sorted(p.name for p in (REPO / "tools").glob("*.py"))
 ENV = {**os.environ, "OMP_NUM_THREADS": "1",  # the tools run this checkout's library
        "PYTHONPATH": os.pathsep.join(filter(None, [str(REPO), os.environ.get("PYTHONPATH")]))}
@@ -31,7 +33,7 @@ REQUIRED = {"make_synthetic.py": ["--out", "{out}"], "prepare_nuscenes.py": ["--
             "report.py": ["--out", "{out}"]}
 
 
-def _run(tool: str, *argv: str) -> tuple[int, str, list[str]]:
+def _run(tool: str, *argv: str) -> Run:
     """Run ``tools/<tool> argv`` in a process: exit code, stdout and the non-empty stderr lines."""
     proc = subprocess.run([sys.executable, str(REPO / "tools" / tool), *argv], cwd=REPO, env=ENV,
                           capture_output=True, text=True, timeout=120)
@@ -52,13 +54,27 @@ def test_the_tools_are_the_documented_ones():
     assert {f"train_{g}.py" for g in groups} | {"train.py"} <= set(TOOLS)
 
 
+@pytest.mark.parametrize("tool", TOOLS)
+def test_every_tool_sets_the_thread_defaults_first_and_reports_errors_only_through_the_cli_module(tool):
+    source = (REPO / "tools" / tool).read_text()
+    tree = ast.parse(source)
+    body = [node for node in tree.body
+            if not (isinstance(node, ast.Expr) and isinstance(node.value, ast.Constant))  # the docstring
+            and not (isinstance(node, ast.ImportFrom) and node.module == "__future__")]
+    assert isinstance(body[0], ast.ImportFrom) and body[0].module == "collab_distill.threads", tool
+    assert ast.unparse(body[1]) == "set_thread_defaults()", tool           # before anything imports torch
+    assert "from collab_distill.cli import" in source and "ArgumentParser(" not in source, tool  # ToolParser
+    own_errors = [n.value for n in ast.walk(tree) if isinstance(n, ast.Constant) and str(n.value).startswith("error")]
+    assert "sys.stderr" not in source and own_errors == [], tool  # expected errors go through cli.user_errors
+
+
 @pytest.fixture(scope="module")
-def tool_runs(tmp_path_factory) -> dict[str, tuple[tuple[int, str, list[str]], tuple[int, str, list[str]], Path, Path]]:
+def tool_runs(tmp_path_factory) -> dict[str, tuple[Run, Run, Path, Path]]:
     """Per tool: its ``--help`` run, its bad-input run, the missing file and the output folder it was given.
     The tools run side by side: most of their time is importing torch."""
     root = tmp_path_factory.mktemp("tools")
 
-    def both(tool: str) -> tuple[tuple[int, str, list[str]], tuple[int, str, list[str]], Path, Path]:
+    def both(tool: str) -> tuple[Run, Run, Path, Path]:
         missing, out = root / tool / "missing.yaml", root / tool / "out"
         return _run(tool, "--help"), _run(tool, *_bad_input(tool, missing, out)), missing, out
 
