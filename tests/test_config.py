@@ -164,7 +164,7 @@ def test_config_paths_resolve_to_the_shipped_configs_from_any_directory(tmp_path
     mine = _write(tmp_path / "mine.yaml", "base: configs/stage1/synthetic.yaml\ntrain:\n  epochs: 3\n")
     own.unlink()
     cfg = load_config(mine)  # a base that is not beside the file: the shipped one
-    assert cfg.train.epochs == 3 and cfg.method.teacher_cache  # the rest from configs/stage1/synthetic.yaml
+    assert cfg.train.epochs == 3 and cfg.data.point_aug.rotate_deg == 180  # the rest: configs/stage1/synthetic.yaml
     with pytest.raises(ConfigError, match="nowhere.yaml: config file not found"):
         resolve_config_path("configs/nowhere.yaml")
 
@@ -178,8 +178,8 @@ def test_method_section_is_the_named_methods_dataclass(tmp_path):
     assert type(load_config(None).method) is Stage1Config and RunConfig().method == Stage1Config()
     stage2 = load_config("configs/stage2/synthetic.yaml")
     assert type(stage2.method) is Stage2Config and stage2.method.pixel_to_point_weight == 1.0
-    # a base of another method: its method keys (teacher_cache: true) are not inherited
-    assert not hasattr(stage2.method, "teacher_cache")
+    # a base of another method: its method keys (teacher_store, stage1_loss) are not inherited
+    assert not hasattr(stage2.method, "teacher_store")
     # the same dataclass under another name keeps the inherited keys
     base = _write(tmp_path / "a.yaml", "schema: run\nmethod:\n  name: asymmetric\n  attn_blocks: 3\n")
     child = _write(tmp_path / "b.yaml", "base: a.yaml\nmethod:\n  name: self_distill\n")

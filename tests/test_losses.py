@@ -16,7 +16,7 @@ from collab_distill.models import sample_features
 SMALL = ["model.image.name=vit_pico_patch14_cpu", "data.image_size=[56,112]", "data.max_points=1500",
          "data.cameras=[all]", "model.point.stem_width=8", "model.point.enc_widths=[8,16]",
          "model.point.enc_depths=[1,1]", "model.point.dec_widths=[16,16]", "model.point.dec_depths=[1,1]",
-         "data.voxel_size=0.5", "method.teacher_cache=false"]
+         "data.voxel_size=0.5"]
 
 
 def test_normalized_l2_is_sqrt_of_two_minus_two_cos():

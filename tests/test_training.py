@@ -39,7 +39,7 @@ def _train(cfg: RunConfig, resume: str = ""):
     torch.manual_seed(cfg.experiment.seed)
     method = build_method(cfg)
     before = _frozen_state(method)
-    dataset = PairedDataset(cfg.data, seed=cfg.experiment.seed)
+    dataset = PairedDataset(cfg.data, seed=cfg.experiment.seed, teacher_store=getattr(cfg.method, "teacher_store", ""))
     collate = Collate(cfg.data.voxel_size)
     probe = collate([dataset[(0, 0)], dataset[(1, 0)]])
     with torch.no_grad():
@@ -55,9 +55,14 @@ def _train(cfg: RunConfig, resume: str = ""):
 
 @pytest.fixture(scope="module")
 def stage1_run(textured_infos_dir, tmp_path_factory):
-    out = tmp_path_factory.mktemp("stage1")
+    """Stage 1 as shipped: teacher maps from a teacher-feature store, 3D augmentation on."""
+    from collab_distill.engine.teacher_store import build_teacher_store
+
+    out, store = tmp_path_factory.mktemp("stage1"), tmp_path_factory.mktemp("teacher_store") / "store"
     cfg = _cfg("configs/stage1/synthetic.yaml", textured_infos_dir, out, "train.max_steps=8", "optim.lr=3e-3",
                "data.cameras=[CAM_FRONT]")
+    build_teacher_store(cfg, store, progress=False)
+    cfg = dataclasses.replace(cfg, method=dataclasses.replace(cfg.method, teacher_store=str(store)))
     method, result, probe = _train(cfg)
     return cfg, method, result, out, probe
 
@@ -69,7 +74,7 @@ def test_stage1_learns_and_writes_outputs(stage1_run):
     assert (out / "config.yaml").is_file() and json.loads((out / "run.json").read_text())["git_sha"]
     assert {p.name for p in (out / "weights").iterdir()} == {"point_encoder.safetensors", "head.safetensors"}
     assert [p.name for p in list_checkpoints(out)] == ["step_00000008"]
-    assert len(method.cache) == 4  # teacher cache: one entry per (sample, CAM_FRONT)
+    assert method.teacher is None and cfg.data.augment  # the maps came from the store
     assert any((out / "tb").iterdir())
 
 
@@ -95,7 +100,7 @@ def test_image_only_baselines_learn(name, lr, factor, textured_infos_dir, tmp_pa
 def test_resume_equals_straight_run(textured_infos_dir, tmp_path):
     """N steps straight == k steps, the process gone, a resume from the checkpoint to N."""
     common = ("train.max_steps=4", "train.ckpt_every=2", "train.keep_last=3", "optim.lr=3e-3",
-              "optim.warmup_steps=2", "method.teacher_cache=false", "data.augment=true",
+              "optim.warmup_steps=2", "data.augment=true",
               "data.image_aug.random_crop=true", "data.image_aug.hflip_prob=0.5", "data.point_aug.rotate_deg=180")
     straight, _, _ = _train(_cfg("configs/stage1/synthetic.yaml", textured_infos_dir, tmp_path / "a", *common))
     # The "killed" run: only its step-2 checkpoint survives.

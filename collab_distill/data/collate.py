@@ -8,7 +8,8 @@ key                shape            meaning
 points             (N, 4)           x, y, z, intensity of all samples, concatenated
 offsets            (B,)             cumulative end index of each sample's points
 labels             (N,) or absent   lidarseg class index per point (absent unless every sample has it)
-images             (I, 3, H, W)     all selected camera images, float in [0, 1]
+images             (I, 3, H, W)     all selected camera images, float in [0, 1] (absent in store mode)
+teacher_maps       (I, D, h, w)     float16 stored teacher patch maps (store mode only, instead of images)
 image_sample       (I,)             the sample each image belongs to
 K, lidar2cam       (I, 3, 3), (I, 4, 4)
 conditions         (I, 5) bool      condition tags per image (``CONDITION_TAGS`` columns)
@@ -41,15 +42,16 @@ class Collate:
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
         point_base = torch.tensor([0] + [len(it["points"]) for it in items]).cumsum(0)
-        image_base = torch.tensor([0] + [len(it["images"]) for it in items]).cumsum(0)
+        image_base = torch.tensor([0] + [len(it["cameras"]) for it in items]).cumsum(0)
+        views = "images" if "images" in items[0] else "teacher_maps"   # teacher_maps: PairedDataset's store mode
         batch: dict[str, Any] = {
             "points": torch.cat([it["points"] for it in items]),
             "offsets": point_base[1:].clone(),
-            "images": torch.cat([it["images"] for it in items]),
+            views: torch.cat([it[views] for it in items]),
             "image_sample": torch.repeat_interleave(torch.arange(len(items)), torch.diff(image_base)),
             "K": torch.cat([it["K"] for it in items]),
             "lidar2cam": torch.cat([it["lidar2cam"] for it in items]),
-            "conditions": torch.cat([it["conditions"].expand(len(it["images"]), -1) for it in items]),
+            "conditions": torch.cat([it["conditions"].expand(len(it["cameras"]), -1) for it in items]),
             "pair_point": torch.cat([it["pair_point"] + point_base[i] for i, it in enumerate(items)]),
             "pair_image": torch.cat([it["pair_image"] + image_base[i] for i, it in enumerate(items)]),
             "pair_uv": torch.cat([it["pair_uv"] for it in items]),

@@ -2,8 +2,13 @@
 
 One item is one keyframe: its LiDAR points, the selected camera images resized/cropped to the
 configured size, the matching ``K`` and ``lidar2cam``, the point-pixel pairs, lidarseg labels when
-present, and condition tags. Randomness (camera choice, augmentation, subsampling) comes from a
-generator seeded by ``(seed, epoch, index)``, so an item is reproducible whatever the worker.
+present, and condition tags. Randomness comes from generators seeded by ``(seed, epoch, index)``
+(camera choice, image augmentation) and ``(seed, epoch, index, 1)`` (3D augmentation, subsampling),
+so an item is reproducible whatever the worker, and its points are the same with or without images.
+
+In store mode (``teacher_store``, stage 1 with a teacher-feature store) no image is opened: an item
+carries the teacher's stored patch maps of its cameras instead, with the ``K`` they were computed at
+(:mod:`collab_distill.data.feature_store`); the 3D augmentation applies as usual.
 
 Point and label files of prepared samples are read by :func:`load_points` and :func:`load_labels`
 alone (the training dataset, the probes and the prepare check), against the point count of the info
@@ -19,8 +24,9 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from collab_distill.config import DataConfig, ImageAug, PointAug
+from collab_distill.config import ConfigError, DataConfig, ImageAug, PointAug
 from collab_distill.data.conditions import CONDITION_TAGS
+from collab_distill.data.feature_store import FeatureStore
 from collab_distill.data.info_store import InfoSelection, InfoStore, store_path
 from collab_distill.data.infos import CAMERA_ORDER, InfoFileError, SampleInfo
 from collab_distill.data.transforms import augment_points, load_image, reindex_pairs, subsample
@@ -84,9 +90,16 @@ class PairedDataset(Dataset):
         cfg: the ``data`` section of the run config (info_dir, split, conditions, cameras, ...).
         seed: base seed of all randomness.
         train: apply the configured augmentation (and random crops); otherwise deterministic.
+        teacher_store: a teacher-feature store folder: items carry ``teacher_maps`` read from it
+            instead of ``images`` (stage 1's ``method.teacher_store``); "" loads the images.
+
+    Raises:
+        ConfigError: image augmentation with a store (the store holds the maps of the centre crop).
+        FeatureStoreError: the store is incomplete, of another image size or info store, or lacks a
+            selected sample.
     """
 
-    def __init__(self, cfg: DataConfig, seed: int = 0, train: bool = True) -> None:
+    def __init__(self, cfg: DataConfig, seed: int = 0, train: bool = True, teacher_store: str | Path = "") -> None:
         store = InfoStore(store_path(cfg.info_dir, cfg.split), cfg.dataroot or None)
         self.root = store.dataroot
         self.samples = InfoSelection(store, cfg.conditions)
@@ -100,6 +113,15 @@ class PairedDataset(Dataset):
         self.augment = train and cfg.augment
         self.image_aug = cfg.image_aug if self.augment else ImageAug()
         self.point_aug = cfg.point_aug if self.augment else PointAug()
+        self.slot_of = {name: s for s, name in enumerate(store.cameras)}
+        self.features: FeatureStore | None = None
+        if teacher_store:
+            if self.image_aug != ImageAug():
+                raise ConfigError(f"data.image_aug={self.image_aug} with method.teacher_store={teacher_store}: the "
+                                  "store holds the teacher's maps of the centre crop; leave data.image_aug at its "
+                                  "defaults (data.point_aug still applies) or set method.teacher_store=''")
+            self.features = FeatureStore(teacher_store)
+            self.features.check_data(cfg.image_size, store, self.samples.indices)
 
     def set_epoch(self, epoch: int) -> None:
         """Change the random stream (camera choice, augmentation) for a new epoch."""
@@ -127,7 +149,8 @@ class PairedDataset(Dataset):
 
         Returns:
             dict with ``points (N, 4)`` (x, y, z, intensity), ``labels (N,)`` int64 lidarseg indices or
-            None, ``images (M, 3, H, W)`` float in [0, 1], ``K (M, 3, 3)``, ``lidar2cam (M, 4, 4)``,
+            None, ``images (M, 3, H, W)`` float in [0, 1] or, in store mode, ``teacher_maps (M, D, h, w)``
+            float16, ``K (M, 3, 3)``, ``lidar2cam (M, 4, 4)``,
             ``pair_point (P,)``, ``pair_image (P,)`` (camera index within the sample), ``pair_uv (P, 2)``,
             ``pair_depth (P,)``, ``conditions (5,)`` multi-hot (CONDITION_TAGS), ``cameras``, ``token``,
             ``epoch``.
@@ -136,26 +159,29 @@ class PairedDataset(Dataset):
         info = self.samples[index]
         rng = np.random.default_rng([self.seed, epoch, index])
         channels = self.cameras_of(info, rng)
-        images, ks = [], []
-        for channel in channels:
-            cam = info.cameras[channel]
-            image, k = load_image(self.root / cam.path, self.cfg.image_size, cam.K, rng, self.image_aug)
-            images.append(image)
-            ks.append(k)
+        if self.features is None:
+            loaded = [load_image(self.root / info.cameras[c].path, self.cfg.image_size, info.cameras[c].K, rng,
+                                 self.image_aug) for c in channels]
+            k_all = np.stack([k for _, k in loaded])
+            views = {"images": torch.stack([image for image, _ in loaded])}
+        else:
+            sample, slots = int(self.samples.indices[index]), [self.slot_of[c] for c in channels]
+            k_all = self.features.intrinsics(sample, slots)
+            views = {"teacher_maps": torch.from_numpy(self.features.maps(sample, slots))}
         lidar2cam = np.stack([info.cameras[c].lidar2cam for c in channels])
-        k_all = np.stack(ks)
+        point_rng = np.random.default_rng([self.seed, epoch, index, 1])  # the points' own stream
         points = load_points(self.root / info.lidar_path, info.num_points)
         labels = load_labels(self.root / info.lidarseg_path, info.num_points) if info.lidarseg_path else None
         pairs = project_to_pairs(points, lidar2cam, k_all, self.cfg.image_size, min_depth=self.cfg.min_depth,
                                  zbuffer_cell=self.cfg.zbuffer_cell)
         if self.augment:
-            points = augment_points(points, rng, self.point_aug)
-        kept = subsample(len(points), self.cfg.max_points if self.train else 0, rng)
+            points = augment_points(points, point_rng, self.point_aug)
+        kept = subsample(len(points), self.cfg.max_points if self.train else 0, point_rng)
         if kept is not None:
             pairs = reindex_pairs(pairs, kept, len(points))
             points = points[kept]
             labels = labels[kept] if labels is not None else None
-        return {"points": points, "labels": labels, "images": torch.stack(images),
+        return {"points": points, "labels": labels, **views,
                 "K": torch.from_numpy(k_all).float(), "lidar2cam": torch.from_numpy(lidar2cam).float(),
                 "pair_point": pairs.point_idx, "pair_image": pairs.cam_idx, "pair_uv": pairs.uv,
                 "pair_depth": pairs.depth, "conditions": conditions_multi_hot(info.conditions),

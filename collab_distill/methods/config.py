@@ -32,7 +32,8 @@ class Stage1Config(MethodSection):
     """``stage1``: the LiDAR encoder learns the frozen teacher's features at the projected pixels."""
 
     name: str = "stage1"
-    teacher_cache: bool = False          # cache teacher patch maps (fp16) per image; needs data.augment=false
+    # a teacher-feature store (tools/cache_teacher.py) to read the teacher's maps from; "" runs the teacher
+    teacher_store: str = ""
     # 1 - cos averaged per sample, then over samples; or ScaLR's exact form, ||k - q||_2 of the
     # normalised features averaged over all pairs of the (per-process) batch (docs/methods.md)
     stage1_loss: Literal["cosine_per_sample", "scalr_l2"] = "cosine_per_sample"

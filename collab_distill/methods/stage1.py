@@ -3,37 +3,66 @@ the projected pixels of its points (``method.stage1_loss``: ``1 - cos`` per samp
 normalised L2 distance over all pairs)."""
 from __future__ import annotations
 
+import hashlib
+from typing import Any
+
 import torch
 from torch import Tensor
 
 from collab_distill.config import RunConfig
+from collab_distill.data.feature_store import FeatureStore, sha256_file
 from collab_distill.data.voxelize import Voxels
 from collab_distill.losses import cosine_distance, grouped_mean, normalized_l2
 from collab_distill.methods.base import Method, MethodOutput
 from collab_distill.methods.common import build_image_encoder, method_section, pair_samples
 from collab_distill.methods.config import Stage1Config
-from collab_distill.models import PointEncoder, ProjectionHead, sample_features
+from collab_distill.models import ImageEncoder, PointEncoder, ProjectionHead, sample_features
+from collab_distill.models.config import WEIGHTS_HUB, WEIGHTS_RANDOM
+
+
+def state_dict_sha256(module: torch.nn.Module) -> str:
+    """Hex sha256 of a module's state dict: every tensor's name, dtype, shape and bytes, in name order."""
+    digest = hashlib.sha256()
+    for name, tensor in sorted(module.state_dict().items()):
+        flat = tensor.detach().cpu().contiguous().reshape(-1)
+        digest.update(f"{name}:{flat.dtype}:{tuple(tensor.shape)}".encode())
+        digest.update(flat.view(torch.uint8).numpy().tobytes())
+    return digest.hexdigest()
+
+
+def teacher_identity(teacher: ImageEncoder) -> dict[str, Any]:
+    """What the teacher's patch maps depend on, as a teacher-feature store records it: architecture,
+    input size ``(H, W)``, the sha256 of the weights file (of the state dict for ``random`` or ``hub``
+    weights), the block (last of ``model.image.blocks``, from 0), final norm, extra timm arguments,
+    embed dim ``D`` and patch grid ``(h, w)``."""
+    cfg = teacher.cfg
+    in_code = cfg.weights in (WEIGHTS_HUB, WEIGHTS_RANDOM)
+    return {"architecture": cfg.name, "image_size": list(teacher.vit.patch_embed.img_size),
+            "weights_sha256": state_dict_sha256(teacher.vit) if in_code else sha256_file(str(cfg.weights)),
+            "block": cfg.blocks[-1] % teacher.depth, "norm": cfg.norm, "model_kwargs": dict(cfg.model_kwargs),
+            "embed_dim": teacher.embed_dim, "grid": list(teacher.grid_size)}
 
 
 class Stage1(Method):
-    """Trainable: ``point_encoder`` and ``head``. Frozen: ``teacher``.
+    """Trainable: ``point_encoder`` and ``head``. Frozen: ``teacher`` (absent with a store).
 
-    With ``teacher_cache`` the teacher's patch map of each (sample, camera) is computed once and kept
-    in fp16: the teacher is frozen and, without image augmentation, sees the same pixels every epoch.
+    With ``method.teacher_store`` the teacher's patch maps come with the batch (``teacher_maps``, read
+    from the store by the dataset): the store's identity is checked against this run's teacher, which
+    is then dropped (no forward pass, no device memory).
     """
 
     def __init__(self, cfg: RunConfig) -> None:
         super().__init__()
         m = method_section(cfg, Stage1Config)
-        if m.teacher_cache and cfg.data.augment:
-            raise ValueError("method.teacher_cache=true needs data.augment=false (augmented crops change the "
-                             "teacher's input every epoch)")
-        self.teacher = build_image_encoder(cfg)
+        teacher = build_image_encoder(cfg)
+        self.patch_size = teacher.patch_size
+        self.teacher: ImageEncoder | None = teacher
+        if m.teacher_store:
+            FeatureStore(m.teacher_store).check_teacher(teacher_identity(teacher))
+            self.teacher = None
         self.point_encoder = PointEncoder(cfg.model.point)
-        self.head = ProjectionHead(cfg.model.head, self.point_encoder.out_channels, self.teacher.embed_dim)
-        self.use_cache = m.teacher_cache
+        self.head = ProjectionHead(cfg.model.head, self.point_encoder.out_channels, teacher.embed_dim)
         self.loss_kind = m.stage1_loss
-        self.cache: dict[tuple[str, str], Tensor] = {}
         self.freeze_the_rest()
 
     def trainable_names(self) -> tuple[str, ...]:
@@ -41,20 +70,14 @@ class Stage1(Method):
 
     @torch.no_grad()
     def teacher_maps(self, batch: dict) -> Tensor:
-        """``(I, D, h, w)`` teacher patch maps of the batch's images (from the cache when enabled)."""
-        if not self.use_cache:
-            return self.teacher(batch["images"]).patch[-1]
-        keys = [(batch["tokens"][s], cam) for s, cam in zip(batch["image_sample"].tolist(), batch["cameras"])]
-        missing = [i for i, k in enumerate(keys) if k not in self.cache]
-        if missing:
-            maps = self.teacher(batch["images"][missing]).patch[-1]
-            for i, fmap in zip(missing, maps):
-                self.cache[keys[i]] = fmap.to(torch.float16).cpu()
-        return torch.stack([self.cache[k] for k in keys]).to(batch["images"].device, torch.float32)
+        """``(I, D, h, w)`` float32 teacher patch maps of the batch's images: the stored ones
+        (``batch["teacher_maps"]``, float16) with a store, else the teacher's on ``batch["images"]``."""
+        if self.teacher is None:
+            return batch["teacher_maps"].to(batch["pair_uv"].device, torch.float32, non_blocking=True)
+        return self.teacher(batch["images"]).patch[-1]
 
     def forward(self, batch: dict) -> MethodOutput:
-        target = sample_features(self.teacher_maps(batch), batch["pair_uv"], batch["pair_image"],
-                                 self.teacher.patch_size)
+        target = sample_features(self.teacher_maps(batch), batch["pair_uv"], batch["pair_image"], self.patch_size)
         point_feats = self.head(self.point_encoder(Voxels.from_batch(batch), batch["pair_point"]))
         if self.loss_kind == "scalr_l2":
             dist = normalized_l2(point_feats, target)

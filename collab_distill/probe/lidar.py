@@ -106,7 +106,7 @@ def build_stage1(cfg: LidarProbeConfig) -> nn.Module:
     from collab_distill.methods.stage1 import Stage1
 
     torch.manual_seed(cfg.experiment.seed)  # the random floor is reproducible
-    run = RunConfig(data=cfg.data, model=cfg.model, method=Stage1Config(teacher_cache=False))
+    run = RunConfig(data=cfg.data, model=cfg.model, method=Stage1Config())
     method = Stage1(run)
     if cfg.point_weights:
         load_module_weights(method.point_encoder, cfg.point_weights, "point_encoder", POINT_WEIGHTS_SETTING)
