@@ -21,6 +21,7 @@ import sys
 from contextlib import contextmanager
 from typing import Any, Iterator, NoReturn, Sequence
 
+from collab_distill.config import ConfigError, RunConfig, load_config
 from collab_distill.errors import UserError
 
 ERROR_PREFIX = "error: "
@@ -129,8 +130,6 @@ def train_main(doc: str, tool: str, group: str | None = None, default_method: st
     args = parser.parse_args(argv)
     setup_logging()
     with user_errors(args.debug):
-        from collab_distill.config import ConfigError, RunConfig, load_config
-
         cfg = load_config(args.config, args.overrides, schema=RunConfig)
         if cfg.method.name not in runs:
             raise ConfigError(f"{args.config}: method.name={cfg.method.name!r}; {tool} runs {', '.join(runs)} "
@@ -157,7 +156,6 @@ Examples:
 Writes <experiment.output_dir>/<name>/{task}.json (metrics per condition, the recipe, the config),
 {task}_config.yaml and {task}_showcase.safetensors; tools/report.py collects them.
 """
-PROBE_OVERRIDES = "config overrides, e.g. train.iterations=2000 data.conditions=[clear] head.blocks=[-4,-3,-2,-1]"
 
 
 def probe_main(doc: str, tool: str, task: str, default_config: str, argv: list[str] | None = None) -> None:
@@ -178,8 +176,7 @@ def probe_main(doc: str, tool: str, task: str, default_config: str, argv: list[s
     overrides = with_flags({"encoder": args.encoder, "model.image.weights": args.teacher,
                             "experiment.name": args.name, "experiment.output_dir": args.out}, args.overrides)
     with user_errors(args.debug):  # config, info, weights, an existing result: one line
-        from collab_distill.config import load_config
-        from collab_distill.probe.config import ProbeConfig, ProbeError
+        from collab_distill.probe.config import ProbeConfig, ProbeError  # torch
         from collab_distill.probe.run import run_probe
 
         cfg = load_config(args.config, overrides, schema=ProbeConfig)
