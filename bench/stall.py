@@ -13,8 +13,8 @@ from an environment without any ``OMP_*``/``GOMP_*``/``MKL_*``/``KMP_*`` variabl
 * ``new default, started under load``: the same, started while the load runs (the issue's case: a
   job started next to another one), so the defaults leave the busy cores out.
 
-Each child builds the stage-1 step of ``bench/train_step.py`` (teacher cache on, all six cameras as
-in the main job) and warms it up, then times phases that alternate between idle and loaded,
+Each child builds the stage-1 step of ``bench/train_step.py`` (live teacher, all six cameras as in
+the main job) and warms it up, then times phases that alternate between idle and loaded,
 ``--rounds`` of each (a busy spell of a shared machine then hits both). In a loaded phase
 ``--load-procs`` busy-loop processes run next to it (default: one per CPU this process may use), in
 a session of their own like a job started from another terminal. A phase times ``--steps`` steps,
@@ -50,7 +50,7 @@ from train_step import REPO, build_step
 from collab_distill.threads import physical_cores, set_thread_defaults
 
 TARGET = 2.5
-STEP_OVERRIDES = ["method.name=stage1", "method.teacher_cache=true", "data.cameras=[all]"]
+STEP_OVERRIDES = ["method.name=stage1", "method.teacher_store=''", "data.cameras=[all]"]
 # Variables that change OpenMP/MKL threading: none reaches a child.
 THREADING_PREFIXES = ("OMP_", "GOMP_", "KMP_", "MKL_")
 IDLE, LOADED = "idle", "loaded"  # a child prints one before each phase and waits for the parent's answer
@@ -101,7 +101,7 @@ def child(args: argparse.Namespace) -> None:
     import torch
 
     step, batches, _, _ = build_step(args.info_dir, STEP_OVERRIDES, 1, args.batch_size, "cpu")
-    step(batches[0])  # warm-up: spconv's algorithm choice, the teacher cache
+    step(batches[0])  # warm-up: spconv's algorithm choice
     times: dict[str, list[float]] = {IDLE: [], LOADED: []}
     order = (first, LOADED if first == IDLE else IDLE)
     for _ in range(args.rounds):
@@ -200,7 +200,7 @@ def markdown(report: dict) -> str:
     """The Markdown table, its header line and the target's verdict."""
     results = report["results"]
     lines = [f"CPU {report['cpu']}, {report['cpus']} CPUs usable ({report['physical_cores']} physical cores), "
-             f"load average before the run {report['load_before']:.2f}; stage-1 step (teacher cache, all cameras), "
+             f"load average before the run {report['load_before']:.2f}; stage-1 step (live teacher, all cameras), "
              f"batch {report['batch_size']}; load: {report['load_procs']} busy-loop processes", "",
              "| configuration | threads | idle step (median) | loaded step (median) | loaded / idle | "
              "idle vs old default idle | loaded vs old default idle | load avg after idle phases | "

@@ -1,14 +1,16 @@
 #!/usr/bin/env python
-"""Benchmark: optimiser steps/s and peak memory of stage 1 (with and without the teacher cache) and stage 2.
+"""Benchmark: optimiser steps/s and peak memory of stage 1 (live teacher, and teacher maps from a
+teacher-feature store) and stage 2.
 
 Each variant runs in its own child process (so its peak memory is its own) on the same pre-collated
-batches: one warm-up pass over them (it fills the teacher cache), then ``--passes`` timed passes.
+batches: one warm-up pass over them, then ``--passes`` timed passes.
 The variants run one after the other ``--rounds`` times (A B C A B C ...), so that a busy spell of a
 shared CPU does not land on one variant only; steps/s is total timed steps over total timed seconds,
 and the median step time is reported too. Each step is broken down into the forward passes of the
 encoders (timed with forward hooks), the rest of the forward pass (teacher cache, feature sampling,
 head, loss), the backward pass and the optimiser step. The ratio that matters is stage 1 with the
-cache over stage 1 without it (target: >= 2x). The 1-minute load average around each child is
+store over stage 1 with the live teacher (target: >= 2x; the data path with and without images is
+bench/teacher_store.py's). The 1-minute load average around each child is
 recorded: on a CPU shared with other jobs the absolute numbers move a lot, the ratio less.
 
   python bench/train_step.py --info-dir data/synthetic/infos            # CPU
@@ -31,9 +33,9 @@ from typing import Callable
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {
-    "stage1 (no cache)": ["method.name=stage1", "method.teacher_cache=false"],
-    "stage1 (teacher cache)": ["method.name=stage1", "method.teacher_cache=true"],
-    "stage2": ["method.name=stage2", "data.conditions=[all]"],
+    "stage1 (live teacher)": ["method.name=stage1", "method.teacher_store=''"],
+    "stage1 (teacher store)": ["method.name=stage1", "method.teacher_store={store}"],  # main() builds the store
+    "stage2": ["method.name=stage2", "data.conditions=[all]", "method.point_weights={stage1}"],  # an untrained stage 1
 }
 ENCODERS = ("teacher", "student", "point_encoder")      # modules whose forward passes are timed
 PHASES = ("forward", "backward", "optimizer")
@@ -83,7 +85,7 @@ def build_step(info_dir: Path, overrides: list[str], n_batches: int, batch_size:
     torch.manual_seed(0)
     cfg = load_config(REPO / "configs" / "stage1" / "synthetic.yaml", [f"data.info_dir={info_dir}", *overrides])
     device = torch.device(device_name)
-    dataset = PairedDataset(cfg.data, seed=0)
+    dataset = PairedDataset(cfg.data, seed=0, teacher_store=getattr(cfg.method, "teacher_store", ""))
     collate = Collate(cfg.data.voxel_size)
     n = min(len(dataset), n_batches * batch_size)
     batches = [send_to_device(collate([dataset[i] for i in range(j, j + batch_size)]), device)
@@ -118,7 +120,7 @@ def child(args: argparse.Namespace) -> None:
     step, batches, method, sync = build_step(args.info_dir, args.overrides, args.batches, args.batch_size,
                                              args.device)
     device = torch.device(args.device)
-    for batch in batches:  # warm-up: spconv algorithm tuning, the teacher cache
+    for batch in batches:  # warm-up: spconv algorithm tuning
         step(batch)
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats()
@@ -156,20 +158,22 @@ def main() -> None:
         return
     runs: dict[str, list[dict]] = {name: [] for name in VARIANTS}
     with tempfile.TemporaryDirectory() as tmp:
-        stage1 = Path(tmp) / "stage1"
+        stage1, store = Path(tmp) / "stage1", Path(tmp) / "teacher_store"
         # stage 2 needs stage-1 weights of the same architecture: export an untrained stage 1 quickly.
         from collab_distill.config import load_config
+        from collab_distill.engine.teacher_store import build_teacher_store
         from collab_distill.methods.registry import build_method
 
         cfg = load_config(REPO / "configs" / "stage1" / "synthetic.yaml", [f"data.info_dir={args.info_dir}",
-                                                                            *args.overrides])
+                                                                            "method.teacher_store=''", *args.overrides])
         build_method(cfg).export(stage1 / "weights")
+        build_teacher_store(cfg, store, progress=False)  # the seed-0 teacher, as the children build it
         for _ in range(args.rounds):
             for name, extra in VARIANTS.items():
                 cmd = [sys.executable, __file__, "--child", "--info-dir", str(args.info_dir), "--device",
                        args.device, "--batch-size", str(args.batch_size), "--batches", str(args.batches),
-                       "--passes", str(args.passes), "--threads", str(args.threads), *args.overrides, *extra,
-                       f"method.point_weights={stage1 / 'weights'}"]
+                       "--passes", str(args.passes), "--threads", str(args.threads), *args.overrides,
+                       *(x.format(store=store, stage1=stage1 / "weights") for x in extra)]
                 load_before = os.getloadavg()[0]
                 proc = subprocess.run(cmd, capture_output=True, text=True, cwd=REPO)
                 if proc.returncode:
@@ -178,21 +182,21 @@ def main() -> None:
                 run["load_1min"] = [load_before, os.getloadavg()[0]]
                 runs[name].append(run)
     results = {name: summarise(r) for name, r in runs.items()}
-    base = results["stage1 (no cache)"]
+    base = results["stage1 (live teacher)"]
     for r in results.values():
-        r["speedup_vs_stage1_no_cache"] = r["steps_per_s"] / base["steps_per_s"]
-        r["median_speedup_vs_stage1_no_cache"] = r["steps_per_s_median"] / base["steps_per_s_median"]
+        r["speedup_vs_stage1_live"] = r["steps_per_s"] / base["steps_per_s"]
+        r["median_speedup_vs_stage1_live"] = r["steps_per_s_median"] / base["steps_per_s_median"]
     report = {"device": args.device, "info_dir": str(args.info_dir), "overrides": args.overrides,
               "threads": args.threads, "batches": args.batches, "passes": args.passes, "rounds": args.rounds,
               "results": results}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"device {args.device}, batch {args.batch_size}, {args.threads} thread(s), {args.rounds} round(s)\n")
-    print("| variant | steps/s | vs stage1 no cache | median step | vs no cache (median) | peak MiB | load |\n"
+    print("| variant | steps/s | vs stage1 live | median step | vs live (median) | peak MiB | load |\n"
           "|---|---:|---:|---:|---:|---:|---:|")
     for name, r in results.items():
-        print(f"| {name} | {r['steps_per_s']:.3f} | {r['speedup_vs_stage1_no_cache']:.2f}x | "
-              f"{r['median_step_s']:.2f} s | {r['median_speedup_vs_stage1_no_cache']:.2f}x | {r['peak_mib']:.0f} | "
+        print(f"| {name} | {r['steps_per_s']:.3f} | {r['speedup_vs_stage1_live']:.2f}x | "
+              f"{r['median_step_s']:.2f} s | {r['median_speedup_vs_stage1_live']:.2f}x | {r['peak_mib']:.0f} | "
               f"{min(r['load_1min']):.1f}-{max(r['load_1min']):.1f} |")
     print("\nmean seconds per step:")
     for name, r in results.items():
