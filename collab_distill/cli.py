@@ -21,7 +21,7 @@ import sys
 from contextlib import contextmanager
 from typing import Any, Iterator, NoReturn, Sequence
 
-from collab_distill.config import ConfigError, RunConfig, load_config
+from collab_distill.config import ConfigError, RunConfig, load_config, resolve_config_path
 from collab_distill.errors import UserError
 
 ERROR_PREFIX = "error: "
@@ -52,12 +52,23 @@ class ToolParser(argparse.ArgumentParser):
 def add_config_args(parser: argparse.ArgumentParser, default: str | None = None, what: str = "YAML config",
                     required: bool | None = None) -> None:
     """Add ``--config FILE`` and the positional ``key=value`` overrides. ``--config`` is required unless
-    it has a ``default`` or ``required=False`` (then ``args.config`` is None: the schema's defaults)."""
-    parser.add_argument("--config", metavar="FILE", default=default,
+    it has a ``default`` or ``required=False`` (then ``args.config`` is None: the schema's defaults).
+    A ``--config`` that names no file is a bad argument, answered before any work or heavy import."""
+    parser.add_argument("--config", metavar="FILE", default=default, type=_config_file,
                         required=default is None if required is None else required,
                         help=f"{what} (may inherit with `base: file.yaml`)"
                              + (" (default: %(default)s)" if default else ""))
     parser.add_argument("overrides", nargs="*", metavar="key=value", help=OVERRIDE_HELP)
+
+
+def _config_file(text: str) -> str:
+    """``--config``'s type: ``text`` unchanged when it names a config file, as given or shipped
+    (:func:`~collab_distill.config.resolve_config_path`); else :class:`argparse.ArgumentTypeError`."""
+    try:
+        resolve_config_path(text)
+    except ConfigError as exc:
+        raise argparse.ArgumentTypeError(str(exc)) from None
+    return text
 
 
 @contextmanager

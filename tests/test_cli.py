@@ -127,12 +127,16 @@ def test_overrides_may_stand_anywhere_and_bad_arguments_are_one_line(capsys):
     parser = ToolParser("doc")
     add_config_args(parser)
     parser.add_argument("--flag", action="store_true")
-    args = parser.parse_args(["a=1", "--config", "c.yaml", "b=[x,y]", "--flag", "c=3"])
-    assert (args.config, args.overrides, args.flag, args.debug) == ("c.yaml", ["a=1", "b=[x,y]", "c=3"], True, False)
-    with pytest.raises(SystemExit) as exit_info:
-        parser.parse_args(["--config", "c.yaml", "--nope"])
-    err = capsys.readouterr().err.splitlines()
-    assert exit_info.value.code == 2 and len(err) == 1 and err[0].startswith("error: unrecognized arguments: --nope")
+    args = parser.parse_args(["a=1", "--config", "configs/base.yaml", "b=[x,y]", "--flag", "c=3"])
+    assert (args.config, args.overrides, args.flag, args.debug) == ("configs/base.yaml", ["a=1", "b=[x,y]", "c=3"],
+                                                                    True, False)
+    for argv, message in ((["--config", "configs/base.yaml", "--nope"], "error: unrecognized arguments: --nope"),
+                          (["--config", "configs/nope.yaml"], "error: argument --config: configs/nope.yaml: config "
+                                                              "file not found")):
+        with pytest.raises(SystemExit) as exit_info:
+            parser.parse_args(argv)
+        err = capsys.readouterr().err.splitlines()
+        assert exit_info.value.code == 2 and len(err) == 1 and err[0].startswith(message), err
 
 
 def test_user_errors_is_one_line_or_the_traceback_with_debug(capsys):
