@@ -1,6 +1,7 @@
 """The main job on the embedded default, step by step (what ``tools/demo.py`` runs).
 
-synthetic world -> prepare -> clear-weather teacher -> per seed: stage 1 -> stage 2 -> baselines
+synthetic world -> prepare -> clear-weather teacher -> its teacher-feature store (stage 1's teacher
+maps, built once; ``tools/cache_teacher.py``) -> per seed: stage 1 (from the store) -> stage 2 -> baselines
 (the registry's ``baseline`` methods) -> 2D probes (seg, depth) per condition for the frozen teacher
 and every student -> 3D probe of stage 1 and of a random encoder -> report; with several seeds, a
 mean +- std table over them.
@@ -12,7 +13,7 @@ in (``tools/demo.py``: ``data_prep.world.SyntheticWorldBuilder``), so the librar
 ``data_prep``.
 
 Layout under ``out/``: ``teacher/`` (shared by every seed, as a downloaded DINOv2 would be),
-``seed<S>/<step>/`` per seed, ``seed<S>/report/`` and, for several seeds, ``seeds.md``/``seeds.json``.
+``teacher_store/`` (shared too; its ``meta.json`` marks it complete), ``seed<S>/<step>/`` per seed, ``seed<S>/report/`` and, for several seeds, ``seeds.md``/``seeds.json``.
 Each step is skipped when its outputs exist (the run resumes where it stopped). Every training step
 is an ordinary run (``config.yaml``, ``run.json``, checkpoints, ``weights/``) that can be repeated
 with ``tools/train.py --config <out>/<step>/config.yaml``.
@@ -147,6 +148,21 @@ def teacher_weights(opts: DemoOptions) -> str:
     return opts.teacher_weights or str(opts.out / "teacher" / "weights" / "teacher_vit.safetensors")
 
 
+def teacher_store(opts: DemoOptions) -> Path:
+    """The teacher-feature store every seed's stage 1 reads (built once: the teacher is shared)."""
+    return opts.out / "teacher_store"
+
+
+def _cache_teacher(demo: _Demo) -> None:
+    """Build (or resume) the teacher-feature store of stage 1's config, as every seed's stage 1 runs it."""
+    from collab_distill.engine.teacher_store import build_teacher_store
+
+    cfg = load_config(METHODS["stage1"].default_config, [
+        *demo.shared(demo.opts.seeds[0]), f"model.image.weights={teacher_weights(demo.opts)}",
+        *overrides(demo.preset.stage1)], schema=RunConfig)
+    build_teacher_store(cfg, teacher_store(demo.opts))
+
+
 def _train(demo: _Demo, method: str, out: Path, seed: int, extra: list[str], fragment: Mapping[str, Any]) -> None:
     """One training run of ``method`` (its shipped config) into ``out``."""
     from collab_distill.engine.run import run_training
@@ -176,6 +192,7 @@ def steps(opts: DemoOptions, world: WorldBuilder) -> list[Step]:
         result.append(Step("teacher (clear only)", Path(teacher_weights(opts)),
                            lambda: _train(demo, *method_names("teacher"), opts.out / "teacher", opts.seeds[0], [],
                                           preset.teacher)))
+    result.append(Step("teacher features", teacher_store(opts) / "meta.json", lambda: _cache_teacher(demo)))
     views = ViewCache()  # the probes of every encoder and seed read the same views: load them once
     for seed in opts.seeds:
         result += seed_steps(demo, seed, views)
@@ -193,7 +210,8 @@ def seed_steps(demo: _Demo, seed: int, views: ViewCache) -> list[Step]:
     tag = f"seed {seed}: " if len(opts.seeds) > 1 else ""
     result = [
         Step(f"{tag}stage 1", out / "stage1" / "weights" / "point_encoder.safetensors",
-             lambda: _train(demo, "stage1", out / "stage1", seed, teacher, preset.stage1)),
+             lambda: _train(demo, "stage1", out / "stage1", seed,
+                            [*teacher, f"method.teacher_store={teacher_store(opts)}"], preset.stage1)),
         Step(f"{tag}stage 2", out / "stage2" / "weights" / "student.safetensors",
              lambda: _train(demo, "stage2", out / "stage2", seed,
                             [*teacher, f"method.point_weights={out / 'stage1' / 'weights'}"], preset.stage2)),

@@ -82,8 +82,9 @@ def test_steps_take_the_world_from_the_caller_and_the_configs_from_the_package(t
     todo = steps(opts, world)
     assert world.calls == []                        # listing the steps makes nothing
     names = [step.name for step in todo]
-    assert names[:5] == ["synthetic world", "prepare", "teacher (clear only)", "stage 1", "stage 2"]
-    assert names[5:8] == list(BASELINES) and names[-3:] == ["3D probe: stage1", "3D probe: random init", "report"]
+    assert names[:6] == ["synthetic world", "prepare", "teacher (clear only)", "teacher features", "stage 1",
+                         "stage 2"]
+    assert names[6:9] == list(BASELINES) and names[-3:] == ["3D probe: stage1", "3D probe: random init", "report"]
     assert [todo[0].done_marker, todo[1].done_marker] == [Path("world/made"), Path("world/infos/ready")]
     assert {s.done_marker for s in todo if s.name.startswith("3D")} == {
         Path("out/seed0/probes/stage1/lidar_seg.json"), Path("out/seed0/probes/random_init/lidar_seg.json")}

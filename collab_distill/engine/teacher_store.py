@@ -88,7 +88,7 @@ def store_meta(cfg: RunConfig, info: InfoStore, identity: dict[str, Any], rows: 
             "data": {**info_fingerprint(info), "cameras": list(info.cameras), "conditions": list(cfg.data.conditions),
                      "info_store": str(info.path)},
             "rows": rows, "processes": processes, "map_shape": [identity["embed_dim"], *identity["grid"]],
-            "dtype": MAP_DTYPE.name, "seed": cfg.experiment.seed}
+            "dtype": MAP_DTYPE.name}
 
 
 def build_teacher_store(cfg: RunConfig, out: str | Path, batch_size: int = 16, overwrite: bool = False,
