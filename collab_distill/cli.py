@@ -169,6 +169,17 @@ Writes <experiment.output_dir>/<name>/{task}.json (metrics per condition, the re
 """
 
 
+def add_result_args(parser: argparse.ArgumentParser, default_name: str, result_path: str) -> None:
+    """The arguments of a tool that writes one named result: ``--name`` (experiment.name; its default is
+    ``default_name``), ``--out`` (experiment.output_dir, a folder; the result goes to ``result_path``),
+    ``--overwrite`` and ``--no-progress``."""
+    parser.add_argument("--name", help=f"result name (experiment.name; default: {default_name})")
+    parser.add_argument("--out", metavar="FOLDER", help=f"output folder (experiment.output_dir); the result goes "
+                                                        f"to {result_path}")
+    parser.add_argument("--overwrite", action="store_true", help="replace an existing result of the same name")
+    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+
+
 def probe_main(doc: str, tool: str, task: str, default_config: str, argv: list[str] | None = None) -> None:
     """Parse, load the probe config (refused when it is another task's), run the probe, print a one-line
     summary; expected errors are one line, exit 2."""
@@ -177,11 +188,7 @@ def probe_main(doc: str, tool: str, task: str, default_config: str, argv: list[s
     parser.add_argument("--encoder", help="weights to probe: a run's weights/student.safetensors or a ViT "
                                           "checkpoint (default: the teacher, model.image.weights)")
     parser.add_argument("--teacher", help="teacher weights (model.image.weights): fidelity reference")
-    parser.add_argument("--name", help="result label (default: the run folder of --encoder, or 'teacher')")
-    parser.add_argument("--out", metavar="FOLDER", help="output folder (experiment.output_dir); results go to "
-                                                        "OUT/NAME/")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing result of the same name")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_result_args(parser, "the run folder of --encoder, or 'teacher'", "OUT/NAME/")
     args = parser.parse_args(argv)
     setup_logging()
     overrides = with_flags({"encoder": args.encoder, "model.image.weights": args.teacher,

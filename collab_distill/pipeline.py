@@ -34,7 +34,7 @@ from collab_distill.data.world import WorldBuilder
 from collab_distill.methods.registry import METHODS, method_names
 from collab_distill.probe.config import ProbeConfig
 from collab_distill.probe.data import ViewCache
-from collab_distill.probe.lidar import LidarProbeConfig, lidar_result_path
+from collab_distill.probe.lidar import RANDOM_INIT_NAME, LidarProbeConfig, lidar_result_path
 
 log = logging.getLogger(__name__)
 
@@ -223,10 +223,9 @@ def seed_steps(demo: _Demo, seed: int, views: ViewCache) -> list[Step]:
         for task, config in PROBES.items():
             result.append(Step(f"{tag}{task} probe: {name}", out / "probes" / name / f"{task}.json",
                                lambda name=name, config=config: _probe(demo, config, seed, name, views)))
-    for name, weights in (("stage1", str(out / "stage1" / "weights")), ("random init", "")):
-        cfg = _lidar_probe_config(demo, seed, name.replace(" ", "_"), weights)
-        result.append(Step(f"{tag}3D probe: {name}", lidar_result_path(cfg),
-                           lambda cfg=cfg, name=name: _lidar_probe(cfg, name)))
+    for name, weights in (("stage1", str(out / "stage1" / "weights")), (RANDOM_INIT_NAME, "")):
+        cfg = _lidar_probe_config(demo, seed, name, weights)
+        result.append(Step(f"{tag}3D probe: {name}", lidar_result_path(cfg), lambda cfg=cfg: _lidar_probe(cfg)))
     result.append(Step(f"{tag}report", out / "report" / "report.md", lambda: _report(out)))
     return result
 
@@ -252,13 +251,12 @@ def _lidar_probe_config(demo: _Demo, seed: int, label: str, weights: str) -> Lid
         *overrides(demo.preset.lidar_probe)], schema=LidarProbeConfig)
 
 
-def _lidar_probe(cfg: LidarProbeConfig, name: str) -> None:
-    """Run the 3D probe ``cfg`` and write its result as the report's row ``name`` (``random init``,
-    not the folder name ``random_init``)."""
+def _lidar_probe(cfg: LidarProbeConfig) -> None:
+    """Run the 3D probe ``cfg`` and write its result (the report's row ``experiment.name``)."""
     from collab_distill.probe.lidar import run_lidar_probe
     from collab_distill.probe.results import write_result
 
-    write_result({**run_lidar_probe(cfg), "name": name}, lidar_result_path(cfg))
+    write_result(run_lidar_probe(cfg), lidar_result_path(cfg))
 
 
 def _report(out: Path) -> None:

@@ -84,7 +84,7 @@ def test_steps_take_the_world_from_the_caller_and_the_configs_from_the_package(t
     names = [step.name for step in todo]
     assert names[:6] == ["synthetic world", "prepare", "teacher (clear only)", "teacher features", "stage 1",
                          "stage 2"]
-    assert names[6:9] == list(BASELINES) and names[-3:] == ["3D probe: stage1", "3D probe: random init", "report"]
+    assert names[6:9] == list(BASELINES) and names[-3:] == ["3D probe: stage1", "3D probe: random_init", "report"]
     assert [todo[0].done_marker, todo[1].done_marker] == [Path("world/made"), Path("world/infos/ready")]
     assert {s.done_marker for s in todo if s.name.startswith("3D")} == {
         Path("out/seed0/probes/stage1/lidar_seg.json"), Path("out/seed0/probes/random_init/lidar_seg.json")}
@@ -114,7 +114,7 @@ def test_quick_demo_runs_every_step_and_resumes(tmp_path):
     seg = report["sections"]["seg"]["values"]
     assert all(0.0 <= seg[m]["all"]["miou"] <= 1.0 for m in seg)
     lidar = report["sections"]["lidar_seg"]["values"]
-    assert set(lidar) == {"stage1", "random init"}
+    assert set(lidar) == {"stage1", "random_init"}
     timings = [json.loads(line) for line in (out / "timings.jsonl").read_text().splitlines()]
     assert [t["step"] for t in timings] == [s.name for s in todo]
     assert "mIoU (%), higher is better" in first.stdout  # the final tables are printed

@@ -95,8 +95,8 @@ def test_report_includes_the_3d_probe_next_to_the_2d_tables(tmp_path):
         return {"name": name, "task": "lidar_seg", "recipe": {"epochs": 1}, "results": {"all": group, "night": group}}
 
     write_result(result("stage1", 0.42, 0.81), tmp_path / "probes" / "stage1" / "lidar_seg.json")
-    write_result(result("random init", 0.07, 0.01), tmp_path / "probes" / "random_init" / "lidar_seg.json")
+    write_result(result("random_init", 0.07, 0.01), tmp_path / "probes" / "random_init" / "lidar_seg.json")
     text = build_report([tmp_path / "probes"], tmp_path / "report")["markdown"].read_text()
     assert "3D linear probe of the LiDAR encoder" in text
     assert "42.0" in text and "7.0" in text and "0.810" in text
-    assert text.index("stage1") < text.index("random init")
+    assert text.index("stage1") < text.index("random_init")

@@ -15,7 +15,7 @@ Writes <experiment.output_dir>/<name>/lidar_seg.json (--out sets the folder, --n
 default the run folder of --point-weights, or random_init); tools/report.py collects it.
 """
 from collab_distill.threads import set_thread_defaults; set_thread_defaults()  # noqa: E702 (before torch loads)
-from collab_distill.cli import ToolParser, add_config_args, setup_logging, user_errors, with_flags
+from collab_distill.cli import ToolParser, add_config_args, add_result_args, setup_logging, user_errors, with_flags
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -23,12 +23,7 @@ def main(argv: list[str] | None = None) -> None:
     add_config_args(parser, "configs/probe_lidar/synthetic.yaml", "LiDAR probe config YAML")
     parser.add_argument("--point-weights", metavar="DIR",
                         help="a stage-1 weights/ folder (point_weights); omit for the randomly initialised floor")
-    parser.add_argument("--name", help="result name (experiment.name; default: the run folder of "
-                                       "--point-weights, or random_init)")
-    parser.add_argument("--out", metavar="FOLDER", help="output folder (experiment.output_dir); the result goes "
-                                                        "to OUT/NAME/lidar_seg.json")
-    parser.add_argument("--overwrite", action="store_true", help="replace an existing result of the same name")
-    parser.add_argument("--no-progress", action="store_true", help="no progress bars")
+    add_result_args(parser, "the run folder of --point-weights, or random_init", "OUT/NAME/lidar_seg.json")
     args = parser.parse_args(argv)
     setup_logging()
     overrides = with_flags({"point_weights": args.point_weights, "experiment.name": args.name,

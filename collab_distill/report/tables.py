@@ -9,12 +9,13 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from collab_distill.errors import UserError
+from collab_distill.probe.lidar import RANDOM_INIT_NAME
 from collab_distill.probe.results import load_result
 from collab_distill.probe.train import GROUPS
 
 REPORT_SCHEMA = "collab_distill.report/1"
 #: Known methods, in the order rows appear; others follow alphabetically.
-METHOD_ORDER = ("teacher", "teacher_plus", "asymmetric", "self_distill", "stage2", "stage1", "random init")
+METHOD_ORDER = ("teacher", "teacher_plus", "asymmetric", "self_distill", "stage2", "stage1", RANDOM_INIT_NAME)
 MISSING = "-"
 
 
