@@ -178,3 +178,27 @@ def test_store_mode_opens_no_image_and_keeps_the_3d_augmentation(store, textured
     assert 0.9 <= float(scale.mean()) <= 1.1 and float(scale.std()) < 1e-4
     with pytest.raises(ConfigError, match=r"data\.image_aug=.* with method\.teacher_store="):
         PairedDataset(_cfg(textured_infos_dir, "data.image_aug.hflip_prob=0.5").data, teacher_store=store)
+
+
+@pytest.mark.slow
+def test_two_processes_write_one_shard_each_and_give_the_same_maps(store, textured_infos_dir, tmp_path):
+    """``accelerate launch`` with 2 CPU processes (gloo): rows dealt round-robin, one shard per process,
+    the same maps as one process (up to float16 rounding: the teacher ran on other batch compositions)."""
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    launcher = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--main_process_port", "29533", "--mixed_precision", "no",
+                "--dynamo_backend", "no"]
+    out = tmp_path / "two"
+    proc = subprocess.run([*launcher, "tools/cache_teacher.py", "--config", "configs/stage1/synthetic.yaml",
+                           f"data.info_dir={textured_infos_dir}", *SMALL, "--out", str(out), "--batch-size", "5",
+                           "--no-progress"], cwd=REPO, env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    one, two = FeatureStore(store), FeatureStore(out)
+    assert (two.processes, two.rows) == (2, one.rows) and {p.name for p in out.glob("shard_*.f16")} == {
+        "shard_0.f16", "shard_1.f16"}
+    assert np.array_equal(one.index, two.index)
+    for sample in range(4):
+        slots = list(range(6))
+        np.testing.assert_allclose(two.maps(sample, slots).astype(np.float32), one.maps(sample, slots).astype(np.float32),
+                                   rtol=1e-2, atol=2e-3)
+        assert np.array_equal(two.intrinsics(sample, slots), one.intrinsics(sample, slots))

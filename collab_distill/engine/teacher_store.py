@@ -116,10 +116,12 @@ def build_teacher_store(cfg: RunConfig, out: str | Path, batch_size: int = 16, o
         InfoFileError, WeightsError, DataFileError: the info store, the teacher's weights or an image.
     """
     from accelerate import PartialState
-    from accelerate.utils import set_seed
+    from accelerate.utils import parse_flag_from_env, set_seed
     from tqdm import tqdm
 
-    state, out, folder = PartialState(), Path(out), partial_path(out)
+    # as Accelerator does: without cpu=True, PartialState ignores ACCELERATE_USE_CPU and every process is rank 0
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    out, folder = Path(out), partial_path(out)
     if out.exists() and any(out.iterdir()) and not overwrite:
         what = "a teacher-feature store" if (out / META_FILE).is_file() else "a non-empty folder"
         raise FeatureStoreError(f"{out} is {what}; use --overwrite to replace it (it stays until the new store is "
