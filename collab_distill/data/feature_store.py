@@ -261,9 +261,14 @@ class FeatureStore:
             raise FeatureStoreError(f"{self.path}: incomplete teacher-feature store (its build did not finish); run "
                                     "tools/cache_teacher.py again to resume it")
         self.meta = meta
-        self.rows: int = meta["rows"]
-        self.processes: int = meta["processes"]
-        self.map_shape: tuple[int, int, int] = tuple(meta["map_shape"])
+        try:
+            self.rows, self.processes = int(meta["rows"]), int(meta["processes"])
+            self.map_shape: tuple[int, int, int] = tuple(int(n) for n in meta["map_shape"])
+            self.cameras = [str(c) for c in meta["data"]["cameras"]]         # the info store's camera slots
+            self.conditions = [str(c) for c in meta["data"]["conditions"]]   # the selection it was built for
+        except (KeyError, TypeError, ValueError) as exc:
+            raise FeatureStoreError(f"{self.path / META_FILE}: malformed ({exc.__class__.__name__}: {exc}); "
+                                    f"{BUILD_HINT} (--overwrite)") from None
         self._index: np.ndarray | None = None
         self._shards: list[tuple[np.ndarray, np.ndarray]] | None = None
         self._check_sizes()
@@ -305,9 +310,9 @@ class FeatureStore:
     def _rows(self, sample_index: int, slots: Sequence[int]) -> list[int]:
         rows = [int(r) for r in self.index[int(sample_index), list(slots)]]
         if min(rows, default=0) < 0:
-            missing = [self.meta["data"]["cameras"][s] for s, r in zip(slots, rows) if r < 0]
+            missing = [self.cameras[s] for s, r in zip(slots, rows) if r < 0]
             raise FeatureStoreError(f"{self.path}: sample {sample_index} of the info store has no stored map for "
-                                    f"{missing} (the store holds conditions {self.meta['data']['conditions']}); "
+                                    f"{missing} (the store holds conditions {self.conditions}); "
                                     f"{BUILD_HINT}")
         return rows
 
@@ -346,7 +351,7 @@ class FeatureStore:
         stored = (self.index[selected] >= 0).any(axis=1) if len(selected) else np.zeros(0, bool)
         if not stored.all():
             raise FeatureStoreError(f"{self.path}: {int((~stored).sum())} of the run's {len(selected)} samples are "
-                                    f"not in the store (built for conditions {self.meta['data']['conditions']}); "
+                                    f"not in the store (built for conditions {self.conditions}); "
                                     f"{BUILD_HINT}")
 
     def _check(self, section: str, wanted: Mapping[str, Any]) -> None:

@@ -54,7 +54,7 @@ class Stage1(Method):
     def __init__(self, cfg: RunConfig) -> None:
         super().__init__()
         m = method_section(cfg, Stage1Config)
-        teacher = build_image_encoder(cfg)
+        teacher = build_image_encoder(cfg)  # also with a store: its identity, and the same seeded init either way
         self.patch_size = teacher.patch_size
         self.teacher: ImageEncoder | None = teacher
         if m.teacher_store:
