@@ -6,8 +6,11 @@ the sensor frame (``x, y, z, intensity[, ring, ...]``). The models and their sev
 Markdown version is ``docs/degradations.md``.
 
 Randomness comes only from ``generator``: an ``int`` seed, a ``torch.Generator`` (advanced by the
-call), or ``None`` for a seed drawn from torch's global generator (so ``torch.manual_seed`` applies).
-The same seed on the same device gives identical output.
+call), or ``None`` for a seed drawn from torch's global generator (so ``torch.manual_seed`` applies);
+or, for images, a sequence of generators, one per image: each image's draws then come from its own
+generator, so its output does not depend on the other images of the batch (it equals a call on that
+image alone), while the batch is still degraded at once on its device. The same seed on the same
+device gives identical output.
 
 Example::
 
@@ -23,15 +26,17 @@ from typing import NamedTuple, Sequence, TypeVar
 import torch
 from torch import Tensor
 
-from collab_distill.data.degrade_image import IMAGE_DEGRADATIONS, ImageDegradation
+from collab_distill.data.degrade_image import IMAGE_DEGRADATIONS, Draws, ImageDegradation
 from collab_distill.data.degrade_lidar import LIDAR_DEGRADATIONS, LidarDegradation, LidarDegraded
 
-__all__ = ["IMAGE_DEGRADATIONS", "LIDAR_DEGRADATIONS", "SEVERITIES", "LidarDegraded", "RandomDegraded",
-           "Seed", "available_image_degradations", "available_lidar_degradations", "degrade_image",
+__all__ = ["IMAGE_DEGRADATIONS", "LIDAR_DEGRADATIONS", "SEVERITIES", "ImageSeed", "LidarDegraded",
+           "RandomDegraded", "Seed", "available_image_degradations", "available_lidar_degradations", "degrade_image",
            "degrade_lidar", "make_generator", "random_degradation"]
 
 SEVERITIES = (1, 2, 3, 4, 5)
 Seed = torch.Generator | int | None
+#: A seed for the whole batch, or one generator per image.
+ImageSeed = Seed | Sequence[torch.Generator]
 _Spec = TypeVar("_Spec", ImageDegradation, LidarDegradation)
 
 
@@ -67,6 +72,22 @@ def make_generator(seed: Seed, device: torch.device | str) -> torch.Generator:
     return torch.Generator(device).manual_seed(int(seed))
 
 
+def _per_image(generator: ImageSeed, batch: int) -> bool:
+    """Whether ``generator`` is one generator per image (checked to be ``batch`` of them)."""
+    if not isinstance(generator, (list, tuple)):
+        return False
+    if len(generator) != batch:
+        raise ValueError(f"{len(generator)} generators for {batch} images: give one per image")
+    return True
+
+
+def _draws(generator: ImageSeed, batch: int, device: torch.device) -> Draws:
+    """The :class:`Draws` of ``batch`` images on ``device`` from a seed or one generator per image."""
+    if _per_image(generator, batch):
+        return Draws([make_generator(g, device) for g in generator], batch, device)
+    return Draws([make_generator(generator, device)], batch, device)
+
+
 def _lookup(registry: dict[str, _Spec], kind: str, name: str, severity: int) -> _Spec:
     if name not in registry:
         raise ValueError(f"unknown {kind} degradation {name!r}; valid: {', '.join(registry)}")
@@ -75,7 +96,7 @@ def _lookup(registry: dict[str, _Spec], kind: str, name: str, severity: int) -> 
     return registry[name]
 
 
-def degrade_image(images: Tensor, name: str, severity: int, generator: Seed = None,
+def degrade_image(images: Tensor, name: str, severity: int, generator: ImageSeed = None,
                   depth: Tensor | None = None) -> Tensor:
     """Apply the image degradation ``name`` at ``severity``.
 
@@ -83,7 +104,7 @@ def degrade_image(images: Tensor, name: str, severity: int, generator: Seed = No
         images: ``(B, 3, H, W)`` or ``(3, H, W)`` float in ``[0, 1]``.
         name: one of :func:`available_image_degradations`.
         severity: 1 (mild) .. 5 (severe).
-        generator: seed, see the module docstring.
+        generator: seed, or one generator per image; see the module docstring.
         depth: optional ``(B, 1, H, W)`` (or ``(1, H, W)``) metric depth, used by depth-aware
             degradations (fog) and ignored by the others.
 
@@ -103,23 +124,27 @@ def degrade_image(images: Tensor, name: str, severity: int, generator: Seed = No
             raise ValueError(f"depth must be (B, 1, H, W) = {(batch.shape[0], 1, *batch.shape[2:])}, "
                              f"got {tuple(depth.shape)}")
         extra["depth"] = depth
-    out = spec.apply(batch.float(), int(severity), make_generator(generator, batch.device), **extra)
+    out = spec.apply(batch.float(), int(severity), _draws(generator, len(batch), batch.device), **extra)
     out = out.clamp(0, 1).to(images.dtype)
     return out[0] if single else out
 
 
 def random_degradation(images: Tensor, names: Sequence[str] | None = None,
-                       severities: Sequence[int] = SEVERITIES, generator: Seed = None,
+                       severities: Sequence[int] = SEVERITIES, generator: ImageSeed = None,
                        depth: Tensor | None = None) -> RandomDegraded:
     """Degrade each image with a name and severity drawn uniformly from ``names`` (default: all) and
     ``severities``, e.g. for the image-only baselines (a distorted student view, or two
-    independently degraded views with two calls).
+    independently degraded views with two calls). The images that drew the same (name, severity)
+    are degraded together, at once on their device.
 
     Args:
         images: ``(B, 3, H, W)`` float in ``[0, 1]``.
         names: candidate degradations; default :func:`available_image_degradations`.
         severities: candidate severities.
-        generator: seed, see the module docstring.
+        generator: seed, see the module docstring; with one generator per image, each image draws its
+            name, then its severity, then the degradation's values from its own generator (on the
+            generator's device; a generator on another device than the images seeds one there for
+            the values), so an image's output does not depend on the batch it is in.
         depth: optional ``(B, 1, H, W)`` metric depth for depth-aware degradations.
     """
     names = list(names) if names is not None else available_image_degradations()
@@ -128,15 +153,23 @@ def random_degradation(images: Tensor, names: Sequence[str] | None = None,
     for name in names:                       # fail before drawing anything
         for severity in severities:
             _lookup(IMAGE_DEGRADATIONS, "image", name, severity)
-    rng = make_generator(generator, images.device)
     b = images.shape[0]
-    name_index = torch.randint(len(names), (b,), generator=rng, device=images.device).cpu()
-    severity = torch.tensor(list(severities))[torch.randint(len(severities), (b,), generator=rng,
-                                                             device=images.device).cpu()]
+    per_image = _per_image(generator, b)
+    if per_image:
+        picks = torch.tensor([[int(torch.randint(len(choices), (1,), generator=g, device=g.device))
+                               for choices in (names, severities)] for g in generator]).view(b, 2)
+        name_index, severity_index = picks[:, 0], picks[:, 1]
+    else:
+        generator = make_generator(generator, images.device)
+        name_index = torch.randint(len(names), (b,), generator=generator, device=images.device).cpu()
+        severity_index = torch.randint(len(severities), (b,), generator=generator, device=images.device).cpu()
+    severity = torch.tensor(list(severities))[severity_index]
     out = images.clone()
     for n, s in torch.unique(torch.stack([name_index, severity], 1), dim=0).tolist():
-        rows = torch.nonzero((name_index == n) & (severity == s)).squeeze(1).to(images.device)
-        out[rows] = degrade_image(images[rows], names[n], s, rng, None if depth is None else depth[rows])
+        rows = torch.nonzero((name_index == n) & (severity == s)).squeeze(1)
+        group = [generator[r] for r in rows.tolist()] if per_image else generator
+        rows = rows.to(images.device)
+        out[rows] = degrade_image(images[rows], names[n], s, group, None if depth is None else depth[rows])
     return RandomDegraded(out, [names[i] for i in name_index.tolist()], severity)
 
 

@@ -1,7 +1,11 @@
 """Per-image seeded views of a batch for the image-only methods (degraded or photometrically jittered).
 
 Each image's randomness is seeded by ``(seed, epoch, sample token, camera, view)``, so a view does not
-depend on the batch composition: it is the same after a resume and with any number of processes.
+depend on the batch composition: it is the same after a resume and with any number of processes. The
+views are computed for the whole batch at once on the images' device; the per-image draws come from
+per-image generators (:func:`image_generator`; on a GPU, each seeds one there), combined into batched
+tensors. On the CPU a degraded image equals :func:`~collab_distill.data.degrade.degrade_image` on that
+image alone with its generator; on a GPU the streams (not the distribution) differ.
 """
 from __future__ import annotations
 
@@ -11,7 +15,7 @@ from typing import Sequence
 import torch
 from torch import Tensor
 
-from collab_distill.data.degrade import degrade_image
+from collab_distill.data.degrade import random_degradation
 
 
 def image_generator(batch: dict, index: int, seed: int, view: str) -> torch.Generator:
@@ -22,15 +26,10 @@ def image_generator(batch: dict, index: int, seed: int, view: str) -> torch.Gene
 
 
 def degraded_view(batch: dict, names: Sequence[str], severities: Sequence[int], seed: int, view: str) -> Tensor:
-    """``(I, 3, H, W)``: each image degraded by a name and severity drawn from its own generator."""
-    images = batch["images"]
-    out = torch.empty_like(images)
-    for i in range(len(images)):
-        gen = image_generator(batch, i, seed, view)
-        name = names[int(torch.randint(len(names), (1,), generator=gen))]
-        severity = severities[int(torch.randint(len(severities), (1,), generator=gen))]
-        out[i] = degrade_image(images[i:i + 1].cpu(), name, severity, gen)[0].to(images.device)
-    return out
+    """``(I, 3, H, W)``: each image degraded by a name and severity drawn from its own generator, the images
+    that drew the same (name, severity) degraded together on their device."""
+    generators = [image_generator(batch, i, seed, view) for i in range(len(batch["images"]))]
+    return random_degradation(batch["images"], names, severities, generators).images
 
 
 def jittered_view(batch: dict, strength: float, seed: int, view: str) -> Tensor:

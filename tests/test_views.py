@@ -1,0 +1,80 @@
+"""The image-only methods' views: the batched, seeded degradation on the images' device against the
+per-image path it replaces (same outputs on the CPU), determinism per seed, independence from the batch."""
+from __future__ import annotations
+
+import pytest
+import torch
+from test_degrade import synthetic_images
+
+from collab_distill.data.degrade import available_image_degradations, degrade_image
+from collab_distill.methods.views import degraded_view, image_generator, jittered_view
+
+NAMES = available_image_degradations()
+
+
+def _batch(images: torch.Tensor, epoch: int = 3) -> dict:
+    """A batch of ``I`` images, two cameras per sample (the keys the views read)."""
+    count = len(images)
+    return {"images": images, "image_sample": torch.arange(count) // 2, "epoch": epoch,
+            "tokens": [f"token{s}" for s in range((count + 1) // 2)],
+            "cameras": ["CAM_FRONT" if i % 2 == 0 else "CAM_BACK" for i in range(count)]}
+
+
+def _sub_batch(batch: dict, rows: list[int]) -> dict:
+    """The images ``rows`` of ``batch`` as a batch of their own (same tokens and cameras)."""
+    samples = sorted({int(batch["image_sample"][r]) for r in rows})
+    return {"images": batch["images"][rows], "epoch": batch["epoch"],
+            "image_sample": torch.tensor([samples.index(int(batch["image_sample"][r])) for r in rows]),
+            "tokens": [batch["tokens"][s] for s in samples], "cameras": [batch["cameras"][r] for r in rows]}
+
+
+def per_image_reference(batch: dict, names: list[str], severities: list[int], seed: int, view: str) -> torch.Tensor:
+    """The path the batched view replaced: image by image, each with its own generator, which draws the
+    name, then the severity, then the degradation's values."""
+    images = batch["images"]
+    out = torch.empty_like(images)
+    for i in range(len(images)):
+        gen = image_generator(batch, i, seed, view)
+        name = names[int(torch.randint(len(names), (1,), generator=gen))]
+        severity = severities[int(torch.randint(len(severities), (1,), generator=gen))]
+        out[i] = degrade_image(images[i:i + 1], name, severity, gen)[0]
+    return out
+
+
+@pytest.mark.parametrize("severity", [2, 4])
+@pytest.mark.parametrize("name", NAMES)
+def test_batched_view_equals_the_per_image_path(name, severity):
+    batch = _batch(synthetic_images(6, 40, 72))
+    batched = degraded_view(batch, [name], [severity], seed=5, view="student")
+    reference = per_image_reference(batch, [name], [severity], seed=5, view="student")
+    assert batched.shape == reference.shape and batched.dtype == torch.float32
+    torch.testing.assert_close(batched, reference, atol=1e-5, rtol=0)
+    assert not torch.equal(batched, batch["images"])
+
+
+def test_mixed_names_and_severities_equal_the_per_image_path():
+    batch = _batch(synthetic_images(12, 32, 48))
+    batched = degraded_view(batch, NAMES, [1, 3, 5], seed=0, view="teacher")
+    torch.testing.assert_close(batched, per_image_reference(batch, NAMES, [1, 3, 5], 0, "teacher"), atol=1e-5, rtol=0)
+
+
+def test_views_are_deterministic_per_seed_and_view():
+    batch = _batch(synthetic_images(8, 32, 48))
+    names = ["rain", "gaussian_noise", "night", "fog", "motion_blur"]
+    first = degraded_view(batch, names, [2, 4], seed=1, view="student")
+    assert torch.equal(first, degraded_view(batch, names, [2, 4], seed=1, view="student"))   # bit for bit
+    assert not torch.equal(first, degraded_view(batch, names, [2, 4], seed=2, view="student"))
+    assert not torch.equal(first, degraded_view(batch, names, [2, 4], seed=1, view="teacher"))
+    assert not torch.equal(first, degraded_view({**batch, "epoch": 4}, names, [2, 4], seed=1, view="student"))
+    jitter = jittered_view(batch, 0.2, seed=1, view="student")
+    assert torch.equal(jitter, jittered_view(batch, 0.2, seed=1, view="student"))
+    assert not torch.equal(jitter, jittered_view(batch, 0.2, seed=2, view="student"))
+
+
+def test_a_view_does_not_depend_on_the_batch_composition():
+    batch = _batch(synthetic_images(8, 32, 48))
+    names = ["rain", "snow", "shot_noise", "impulse_noise", "fog"]
+    whole = degraded_view(batch, names, [3, 5], seed=4, view="student")
+    for rows in ([0, 1, 2], [7, 3, 5, 6], [4]):
+        part = degraded_view(_sub_batch(batch, rows), names, [3, 5], seed=4, view="student")
+        assert torch.equal(part, whole[rows]), rows
