@@ -97,6 +97,9 @@ class DataConfig:
     max_points: NonNegativeInt = 0       # >0: random subset of the points per sample
     voxel_size: PositiveFloat = 0.1      # metres
     num_workers: NonNegativeInt = 0
+    # images leave the dataset (through the workers and to the device) as float32 in [0, 1] or as uint8,
+    # 4x smaller; the trainer turns uint8 into the same floats on the training device (float_images)
+    image_dtype: Literal["float32", "uint8"] = "float32"
     augment: bool = False                # apply image_aug and point_aug
     image_aug: ImageAug = field(default_factory=ImageAug)
     point_aug: PointAug = field(default_factory=PointAug)
