@@ -27,6 +27,7 @@ from collab_distill.engine.output import RunFolder, run_folder
 from collab_distill.engine.sampler import GlobalBatchSchedule
 from collab_distill.errors import UserError
 from collab_distill.methods.base import Method
+from collab_distill.methods.common import float_images
 from collab_distill.models.weights import NonFiniteWeightsError, check_finite_weights, nonfinite_names
 
 log = logging.getLogger(__name__)
@@ -153,6 +154,9 @@ def _optimizer_step(acc: Any, model: nn.Module, batches: Iterator[dict], train_c
                     optim_cfg: OptimConfig) -> tuple[dict[str, float], bool]:
     """Forward and backward over ``train.grad_accum`` micro-batches (gradients clipped, not applied).
 
+    Each micro-batch is copied to the device (non-blocking from pinned memory) and its uint8 images
+    become floats there (:func:`~collab_distill.methods.common.float_images`).
+
     Returns:
         (loss terms averaged over micro-batches, plus ``grad_norm`` when clipping; True if a loss was
         non-finite on any process, so the step must be skipped).
@@ -162,7 +166,7 @@ def _optimizer_step(acc: Any, model: nn.Module, batches: Iterator[dict], train_c
     sums: dict[str, float] = {}
     skip = False
     for _ in range(train_cfg.grad_accum):
-        batch = send_to_device(next(batches), acc.device)
+        batch = float_images(send_to_device(next(batches), acc.device, non_blocking=True))
         with acc.accumulate(model):
             out = model(batch)
             bad = acc.reduce(torch.tensor(float(not torch.isfinite(out.loss)), device=acc.device), "sum")
@@ -223,10 +227,21 @@ def train(method: Method, dataset: Dataset, collate: Callable[[list], dict], cfg
         their messages; a diverged model is never saved.
     """
     s = _start(method, dataset, cfg, resume, overwrite)
-    loader = DataLoader(dataset, batch_sampler=_StepBatches(s.schedule, s.step, s.total_steps, s.acc.process_index),
-                        collate_fn=collate, num_workers=getattr(getattr(dataset, "cfg", None), "num_workers", 0))
-    logs = _loop(s, iter(loader), _RunLog(s.folder.work, s.step, s.total_steps, s.acc.is_main_process, progress))
+    logs = _loop(s, iter(_loader(s, dataset, collate)),
+                 _RunLog(s.folder.work, s.step, s.total_steps, s.acc.is_main_process, progress))
     return _finish(s, logs)
+
+
+def _loader(s: _Session, dataset: Dataset, collate: Callable[[list], dict]) -> DataLoader:
+    """This process's batches of steps ``s.step..s.total_steps`` from ``data.num_workers`` workers.
+
+    One iterator spans the whole run (every epoch), so the workers live for the run as persistent
+    workers would; each keeps ``prefetch_factor`` (torch's 2) batches ready. On a GPU the batches
+    are pinned, so the step's host-to-device copies (``non_blocking``) overlap the work.
+    """
+    return DataLoader(dataset, batch_sampler=_StepBatches(s.schedule, s.step, s.total_steps, s.acc.process_index),
+                      collate_fn=collate, num_workers=getattr(getattr(dataset, "cfg", None), "num_workers", 0),
+                      pin_memory=s.acc.device.type == "cuda")
 
 
 def _start(method: Method, dataset: Dataset, cfg: RunConfig, resume: str, overwrite: bool) -> _Session:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 import yaml
@@ -31,6 +31,9 @@ class Method(nn.Module):
     Every module not listed as trainable is frozen: ``requires_grad=False`` and eval mode, and
     ``train()`` on the method only switches the trainable modules to training mode.
     """
+
+    #: Whether the method reads the LiDAR points; without them the dataset neither loads nor voxelises any.
+    needs_points: ClassVar[bool] = True
 
     def trainable_names(self) -> tuple[str, ...]:
         """Names of the child modules that learn."""

@@ -1,4 +1,4 @@
-"""Pieces the methods share: their config section, building encoders, loading exported weights."""
+"""Pieces the methods share: their config section, building encoders, loading exported weights, float images."""
 from __future__ import annotations
 
 from pathlib import Path
@@ -44,6 +44,16 @@ def load_module_weights(module: nn.Module, folder: str | Path, name: str, settin
         raise WeightsError(f"{path} not found: point {setting} at the weights/ folder of a stage-1 run (it "
                            "holds point_encoder.safetensors and head.safetensors)")
     module.load_state_dict(read_state_dict(path)[0])  # names the file if it is damaged or non-finite
+
+
+def float_images(batch: dict) -> dict:
+    """``batch`` with its ``images`` as float32 in ``[0, 1]``: uint8 images (``data.image_dtype=uint8``)
+    are divided by 255 where they are (the training device, at the start of the step: the same values as
+    the dataset's float32 images); float images and a batch without images are returned as they are."""
+    images = batch.get("images")
+    if images is None or images.is_floating_point():
+        return batch
+    return {**batch, "images": images.float().div_(255.0)}
 
 
 def pair_samples(batch: dict[str, Tensor]) -> Tensor:

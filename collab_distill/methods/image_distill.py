@@ -8,7 +8,9 @@ self_distill   a degraded copy                         another, independently de
 teacher_plus   a photometrically jittered copy         another jittered copy (no weather at all)
 =============  ======================================  ==========================================
 
-The student starts as a copy of the teacher. Losses: CLS cosine, patch-token cosine and the KL of
+The views are made for the whole batch at once on the training device, seeded per image
+(:mod:`collab_distill.methods.views`); no LiDAR is loaded for these methods. The student starts as a copy
+of the teacher. Losses: CLS cosine, patch-token cosine and the KL of
 the CLS->patch attention of the last ``attn_blocks`` blocks. With ``ema_momentum > 0`` the teacher is
 an exponential moving average of the student (updated after each optimiser step) instead of frozen.
 """
@@ -28,7 +30,9 @@ JITTER = 0.2  # teacher_plus: +-20 % brightness, contrast, saturation
 
 
 class ImageDistill(Method):
-    """Trainable: ``student``. Frozen (or EMA): ``teacher``."""
+    """Trainable: ``student``. Frozen (or EMA): ``teacher``. Reads images only (no LiDAR is loaded)."""
+
+    needs_points = False
 
     def __init__(self, cfg: RunConfig) -> None:
         super().__init__()

@@ -77,6 +77,17 @@ def method_entry(name: str) -> MethodEntry:
     return METHODS[name]
 
 
+def method_class(name: str) -> type[Method]:
+    """The class of method ``name`` (its module is imported here), e.g. to read its class attributes
+    before building it.
+
+    Raises:
+        ConfigError: the name is not registered.
+    """
+    module, _, cls = method_entry(name).target.partition(":")
+    return getattr(importlib.import_module(module), cls)
+
+
 def build_method(cfg: RunConfig) -> Method:
     """Instantiate the method named in ``cfg.method.name`` (its module is imported here).
 
@@ -84,6 +95,4 @@ def build_method(cfg: RunConfig) -> Method:
         ConfigError: the name is not registered, or ``cfg.method`` is not that method's section
             (a config built in code with another method's dataclass).
     """
-    entry = method_entry(cfg.method.name)
-    module, _, cls = entry.target.partition(":")
-    return getattr(importlib.import_module(module), cls)(cfg)
+    return method_class(cfg.method.name)(cfg)
