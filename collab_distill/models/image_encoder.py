@@ -110,12 +110,15 @@ class ImageEncoder(FreezableModule):
         """Encode ``(B, 3, H, W)`` RGB images in ``[0, 1]``.
 
         Args:
-            images: ``(B, 3, H, W)``, the size given at construction.
+            images: ``(B, 3, H, W)`` float, the size given at construction.
             blocks: blocks whose patch maps to return (negative counts from the end); default
                 ``cfg.blocks``. The final norm is applied to them when ``cfg.norm``.
             attn_blocks: blocks whose attention maps to return; none by default (then every block
                 keeps its fused attention kernel).
         """
+        if not images.is_floating_point():
+            raise TypeError(f"images must be float in [0, 1], got {images.dtype} (uint8 batches become floats "
+                            "with collab_distill.methods.common.float_images)")
         blocks = [self._block_index(i) for i in (self.cfg.blocks if blocks is None else blocks)]
         attn_blocks = [self._block_index(i) for i in attn_blocks]
         taken = sorted(set(blocks)) or [self.depth - 1]          # timm needs one; the CLS comes from the last

@@ -121,7 +121,8 @@ class NuScenesViews(Dataset):
 
     def __init__(self, data: DataConfig, seed: int = 0, drop_noise_depth: bool = True,
                  with_reference: bool = False) -> None:
-        self.pairs = PairedDataset(dataclasses.replace(data, augment=False, max_points=0), seed=seed, train=False)
+        self.pairs = PairedDataset(dataclasses.replace(data, augment=False, max_points=0, image_dtype="float32"),
+                                   seed=seed, train=False)
         self.size = tuple(data.image_size)
         self.drop_noise_depth = drop_noise_depth
         self.with_reference = with_reference
