@@ -1,6 +1,8 @@
 """Collate keyframes into one batch with offset batching (no padding) and voxelise the points.
 
-Batch keys (``B`` samples, ``I`` images in total, ``N`` points, ``P`` pairs, ``V`` voxels):
+Batch keys (``B`` samples, ``I`` images in total, ``N`` points, ``P`` pairs, ``V`` voxels); items
+without points (``PairedDataset(..., with_points=False)``, the image-only methods) make a batch
+without the point, pair, label and voxel keys:
 
 =================  ===============  ==============================================================
 key                shape            meaning
@@ -8,7 +10,8 @@ key                shape            meaning
 points             (N, 4)           x, y, z, intensity of all samples, concatenated
 offsets            (B,)             cumulative end index of each sample's points
 labels             (N,) or absent   lidarseg class index per point (absent unless every sample has it)
-images             (I, 3, H, W)     all selected camera images, float in [0, 1] (absent in store mode)
+images             (I, 3, H, W)     all selected camera images, float in [0, 1] or uint8 (``data.image_dtype``;
+                                    the trainer makes them float on the device); absent in store mode
 teacher_maps       (I, D, h, w)     float16 stored teacher patch maps (store mode only, instead of images)
 image_sample       (I,)             the sample each image belongs to
 K, lidar2cam       (I, 3, 3), (I, 4, 4)
@@ -41,28 +44,36 @@ class Collate:
         self.voxel_size = voxel_size
 
     def __call__(self, items: list[dict[str, Any]]) -> dict[str, Any]:
-        point_base = torch.tensor([0] + [len(it["points"]) for it in items]).cumsum(0)
         image_base = torch.tensor([0] + [len(it["cameras"]) for it in items]).cumsum(0)
         views = "images" if "images" in items[0] else "teacher_maps"   # teacher_maps: PairedDataset's store mode
         batch: dict[str, Any] = {
-            "points": torch.cat([it["points"] for it in items]),
-            "offsets": point_base[1:].clone(),
             views: torch.cat([it[views] for it in items]),
             "image_sample": torch.repeat_interleave(torch.arange(len(items)), torch.diff(image_base)),
             "K": torch.cat([it["K"] for it in items]),
             "lidar2cam": torch.cat([it["lidar2cam"] for it in items]),
             "conditions": torch.cat([it["conditions"].expand(len(it["cameras"]), -1) for it in items]),
-            "pair_point": torch.cat([it["pair_point"] + point_base[i] for i, it in enumerate(items)]),
-            "pair_image": torch.cat([it["pair_image"] + image_base[i] for i, it in enumerate(items)]),
-            "pair_uv": torch.cat([it["pair_uv"] for it in items]),
-            "pair_depth": torch.cat([it["pair_depth"] for it in items]),
             "tokens": [it["token"] for it in items],
             "cameras": [c for it in items for c in it["cameras"]],
             "epoch": items[0]["epoch"],
         }
-        if all(it["labels"] is not None for it in items):
-            batch["labels"] = torch.cat([it["labels"] for it in items])
-        vox = voxelize(batch["points"], batch["offsets"], self.voxel_size)
-        batch.update(voxel_coords=vox.coords, voxel_features=vox.features, voxel_inverse=vox.inverse,
-                     voxel_shape=torch.tensor(vox.spatial_shape))
+        if "points" in items[0]:
+            batch.update(self._points(items, image_base))
         return batch
+
+    def _points(self, items: list[dict[str, Any]], image_base: torch.Tensor) -> dict[str, Any]:
+        """The point, pair, label and voxel keys of ``items`` (``image_base``: each item's first image)."""
+        point_base = torch.tensor([0] + [len(it["points"]) for it in items]).cumsum(0)
+        out: dict[str, Any] = {
+            "points": torch.cat([it["points"] for it in items]),
+            "offsets": point_base[1:].clone(),
+            "pair_point": torch.cat([it["pair_point"] + point_base[i] for i, it in enumerate(items)]),
+            "pair_image": torch.cat([it["pair_image"] + image_base[i] for i, it in enumerate(items)]),
+            "pair_uv": torch.cat([it["pair_uv"] for it in items]),
+            "pair_depth": torch.cat([it["pair_depth"] for it in items]),
+        }
+        if all(it["labels"] is not None for it in items):
+            out["labels"] = torch.cat([it["labels"] for it in items])
+        vox = voxelize(out["points"], out["offsets"], self.voxel_size)
+        out.update(voxel_coords=vox.coords, voxel_features=vox.features, voxel_inverse=vox.inverse,
+                   voxel_shape=torch.tensor(vox.spatial_shape))
+        return out

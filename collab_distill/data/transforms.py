@@ -19,7 +19,7 @@ from collab_distill.geometry import Pairs, crop_intrinsics, hflip_intrinsics, re
 
 
 def load_image(path: Path, out_size: tuple[int, int], K: np.ndarray, rng: np.random.Generator,
-               aug: ImageAug = ImageAug()) -> tuple[torch.Tensor, np.ndarray]:
+               aug: ImageAug = ImageAug(), dtype: torch.dtype = torch.float32) -> tuple[torch.Tensor, np.ndarray]:
     """Decode a JPEG, resize it to cover ``out_size``, crop to ``out_size``, maybe flip; update ``K``.
 
     Args:
@@ -27,9 +27,10 @@ def load_image(path: Path, out_size: tuple[int, int], K: np.ndarray, rng: np.ran
         out_size: ``(H, W)`` of the result.
         K: ``(3, 3)`` intrinsics of the file's image.
         rng: randomness for the augmentation.
+        dtype: ``torch.float32`` (values in [0, 1]) or ``torch.uint8`` (the decoded 0..255, 4x smaller).
 
     Returns:
-        image ``(3, H, W)`` float32 in [0, 1], and the matching ``(3, 3)`` float64 ``K``.
+        image ``(3, H, W)`` of ``dtype``, and the matching ``(3, 3)`` float64 ``K``.
     """
     out_h, out_w = out_size
     with Image.open(path) as im:
@@ -52,7 +53,7 @@ def load_image(path: Path, out_size: tuple[int, int], K: np.ndarray, rng: np.ran
     if rng.random() < aug.hflip_prob:
         image = image.flip(-1)
         k = hflip_intrinsics(k, out_w)
-    return image.float().div_(255.0), k
+    return (image if dtype == torch.uint8 else image.float().div_(255.0)), k
 
 
 def augment_points(points: torch.Tensor, rng: np.random.Generator, aug: PointAug) -> torch.Tensor:
