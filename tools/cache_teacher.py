@@ -7,13 +7,16 @@ teacher. The store records the teacher (architecture, weights sha256, image size
 a run of another teacher or image size is refused. A killed build resumes when started again.
 
 Examples:
-  python tools/cache_teacher.py --config configs/stage1/synthetic.yaml model.image.weights=teacher.safetensors
-  python tools/cache_teacher.py --config configs/stage1/synthetic.yaml --out runs/teacher_store --batch-size 32
-  accelerate launch --num_processes 8 tools/cache_teacher.py --config my_stage1.yaml   # one shard per process
-  python tools/train_stage1.py --config configs/stage1/synthetic.yaml model.image.weights=teacher.safetensors
+  python tools/cache_teacher.py --config configs/stage1/synthetic.yaml model.image.weights=teacher.safetensors \
+      --out runs/teacher_store
+  python tools/train_stage1.py --config configs/stage1/synthetic.yaml model.image.weights=teacher.safetensors \
+      method.teacher_store=runs/teacher_store
+  accelerate launch --num_processes 8 tools/cache_teacher.py --config my_stage1.yaml --batch-size 64
+                                        # one shard per process; --out: my_stage1.yaml's method.teacher_store
 
 --out defaults to the config's method.teacher_store; it must be empty or absent unless --overwrite
-(the old store stays until the new one is complete).
+(the old store stays until the new one is complete). Give it the same config (and overrides) as the
+stage-1 run: teacher, image size, info files and conditions must match.
 """
 from collab_distill.threads import set_thread_defaults; set_thread_defaults()  # noqa: E702 (before torch loads)
 from pathlib import Path
