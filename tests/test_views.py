@@ -6,7 +6,7 @@ import pytest
 import torch
 from test_degrade import synthetic_images
 
-from collab_distill.data.degrade import available_image_degradations, degrade_image
+from collab_distill.data.degrade import CPU_CHUNK, available_image_degradations, degrade_image
 from collab_distill.methods.views import degraded_view, image_generator, jittered_view
 
 NAMES = available_image_degradations()
@@ -44,7 +44,7 @@ def per_image_reference(batch: dict, names: list[str], severities: list[int], se
 @pytest.mark.parametrize("severity", [2, 4])
 @pytest.mark.parametrize("name", NAMES)
 def test_batched_view_equals_the_per_image_path(name, severity):
-    batch = _batch(synthetic_images(6, 40, 72))
+    batch = _batch(synthetic_images(CPU_CHUNK + 2, 40, 72))          # a group of more than one chunk
     batched = degraded_view(batch, [name], [severity], seed=5, view="student")
     reference = per_image_reference(batch, [name], [severity], seed=5, view="student")
     assert batched.shape == reference.shape and batched.dtype == torch.float32

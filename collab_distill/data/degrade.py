@@ -34,6 +34,10 @@ __all__ = ["IMAGE_DEGRADATIONS", "LIDAR_DEGRADATIONS", "SEVERITIES", "ImageSeed"
            "degrade_lidar", "make_generator", "random_degradation"]
 
 SEVERITIES = (1, 2, 3, 4, 5)
+#: With one generator per image, the CPU degrades a group this many images at a time (the output is the
+#: same): temporaries of a whole 96-image batch at 224x448 cost more in page faults than batching saves
+#: (bench/degrade_batch.py). Other devices take each group at once.
+CPU_CHUNK = 8
 Seed = torch.Generator | int | None
 #: A seed for the whole batch, or one generator per image.
 ImageSeed = Seed | Sequence[torch.Generator]
@@ -165,11 +169,12 @@ def random_degradation(images: Tensor, names: Sequence[str] | None = None,
         severity_index = torch.randint(len(severities), (b,), generator=generator, device=images.device).cpu()
     severity = torch.tensor(list(severities))[severity_index]
     out = images.clone()
+    chunk = CPU_CHUNK if per_image and images.device.type == "cpu" else b
     for n, s in torch.unique(torch.stack([name_index, severity], 1), dim=0).tolist():
-        rows = torch.nonzero((name_index == n) & (severity == s)).squeeze(1)
-        group = [generator[r] for r in rows.tolist()] if per_image else generator
-        rows = rows.to(images.device)
-        out[rows] = degrade_image(images[rows], names[n], s, group, None if depth is None else depth[rows])
+        for rows in torch.nonzero((name_index == n) & (severity == s)).squeeze(1).split(chunk):
+            group = [generator[r] for r in rows.tolist()] if per_image else generator
+            rows = rows.to(images.device)
+            out[rows] = degrade_image(images[rows], names[n], s, group, None if depth is None else depth[rows])
     return RandomDegraded(out, [names[i] for i in name_index.tolist()], severity)
 
 
