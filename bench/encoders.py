@@ -39,8 +39,8 @@ VIT_BATCH = 2
 
 
 def lidar_sweep(num_points: int, gen: torch.Generator) -> torch.Tensor:
-    """``(num_points, 4)`` points of a 32-beam spinning LiDAR 1.8 m above flat ground, inside a ring of
-    walls 10-40 m away (one distance per 5-degree sector): surfaces, as real sweeps have."""
+    """``(num_points, 5)`` points (x, y, z, intensity, time lag 0) of a 32-beam spinning LiDAR 1.8 m above flat
+    ground, inside a ring of walls 10-40 m away (one distance per 5-degree sector): surfaces, as real sweeps have."""
     elevation = torch.deg2rad(torch.linspace(-30.0, 10.0, 32))[torch.randint(0, 32, (num_points,), generator=gen)]
     azimuth = torch.rand(num_points, generator=gen) * 2 * math.pi
     walls = 10 + 30 * torch.rand(72, generator=gen)
@@ -49,7 +49,7 @@ def lidar_sweep(num_points: int, gen: torch.Generator) -> torch.Tensor:
     rng = torch.minimum(ground, wall) + torch.randn(num_points, generator=gen) * 0.02
     xyz = torch.stack([rng * torch.cos(elevation) * torch.cos(azimuth), rng * torch.cos(elevation) * torch.sin(azimuth),
                        rng * torch.sin(elevation)], dim=1)
-    return torch.cat([xyz, torch.rand(num_points, 1, generator=gen)], dim=1)
+    return torch.cat([xyz, torch.rand(num_points, 1, generator=gen), torch.zeros(num_points, 1)], dim=1)
 
 
 def point_case(num_points: int, device: torch.device) -> tuple[torch.nn.Module, Callable[[], torch.Tensor], dict]:

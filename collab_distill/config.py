@@ -95,6 +95,9 @@ class DataConfig:
     min_depth: PositiveFloat = 1.0
     zbuffer_cell: NonNegativeInt = 0
     max_points: NonNegativeInt = 0       # >0: random subset of the points per sample
+    # LiDAR sweeps aggregated per sample: the keyframe and up to nsweeps - 1 previous ones (as many as
+    # the info record has; at most data.infos.MAX_SWEEPS), with a time-lag column (collab_distill/data/sweeps.py)
+    nsweeps: Annotated[int, Range(ge=1, le=10)] = 1
     voxel_size: PositiveFloat = 0.1      # metres
     num_workers: NonNegativeInt = 0
     # images leave the dataset (through the workers and to the device) as float32 in [0, 1] or as uint8,

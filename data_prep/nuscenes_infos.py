@@ -12,11 +12,17 @@ An info file is ``{"schema_version", "devkit_version", "nuscenes_version", "spli
 "samples": [record, ...]}``; a record holds, per keyframe::
 
     token, scene_name, timestamp (us), conditions [tags], ego2global (4x4, LiDAR time),
-    lidar: {path, lidarseg_path | null, num_points, lidar2ego (4x4)},
+    lidar: {path, lidarseg_path | null, num_points, lidar2ego (4x4),
+            sweeps: [{path, timestamp, num_points, sweep2lidar (4x4)}, ...]},
     cameras: {CHANNEL: {path, width, height, K (3x3), lidar2cam (4x4), timestamp}}
 
 Paths are relative to ``dataroot``; matrices are nested lists of float64. ``lidar2cam`` folds the full
-chain LiDAR -> ego(t_lidar) -> global -> ego(t_cam) -> camera. Splits follow
+chain LiDAR -> ego(t_lidar) -> global -> ego(t_cam) -> camera. ``sweeps`` are the LiDAR sample_data
+before the keyframe along the devkit's ``prev`` chain (non-keyframe sweeps, and earlier keyframes once
+the chain reaches them, as ``LidarPointCloud.from_file_multisweep`` reads them), nearest first, at
+most :data:`MAX_SWEEPS`; ``sweep2lidar`` folds sweep LiDAR -> ego(t_sweep) -> global -> ego(t_lidar)
+-> keyframe LiDAR. The chain stops early at a missing or damaged sweep file (listed as a problem;
+the keyframe stays usable). Splits follow
 ``nuscenes.utils.splits.create_splits_scenes()``; ``mini_train``/``mini_val`` are written as
 ``train``/``val``.
 """
@@ -39,6 +45,7 @@ from PIL import Image
 from collab_distill.data.conditions import parse_conditions
 from collab_distill.data.dataset import POINT_COLUMNS
 from collab_distill.data.info_store import META_FILE, store_path, write_info_store
+from collab_distill.data.infos import MAX_SWEEPS, SCHEMA_VERSION
 from collab_distill.data.taxonomy import NUSCENES_VERSIONS
 from collab_distill.errors import UserError
 from collab_distill.geometry import compose_lidar2cam, pose_matrix
@@ -46,7 +53,6 @@ from collab_distill.paths import UnsafePathError, join_inside, safe_name
 
 log = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
 SPLIT_ALIASES = {"mini_train": "train", "mini_val": "val"}
 
 
@@ -155,6 +161,30 @@ def _check_image_file(path: Path, width: int, height: int) -> str | None:
     return None
 
 
+def sweep_records(nusc: Any, lidar_sd: TableRecord, lidar2ego: np.ndarray, ego2global: np.ndarray,
+                  problems: list[str]) -> list[dict[str, Any]]:
+    """The info records of the LiDAR sweeps before the keyframe ``lidar_sd`` (its ``prev`` chain), nearest
+    first, at most :data:`MAX_SWEEPS`; a missing or damaged sweep file ends the chain and is added to
+    ``problems``.
+
+    Args:
+        lidar2ego, ego2global: ``(4, 4)`` of the keyframe's LiDAR (its calibration and ego pose).
+    """
+    root, sweeps, sd = Path(nusc.dataroot), [], lidar_sd
+    while sd["prev"] and len(sweeps) < MAX_SWEEPS:
+        sd = get_record(nusc, "sample_data", sd["prev"])
+        num_points, problem = _check_point_file(sd.path(root))
+        if problem:
+            problems.append(f"{sd['filename']}: {problem}")
+            break
+        sweep_lidar2ego = _pose(get_record(nusc, "calibrated_sensor", sd["calibrated_sensor_token"]))
+        sweep_ego2global = _pose(get_record(nusc, "ego_pose", sd["ego_pose_token"]))
+        sweep2lidar = compose_lidar2cam(sweep_lidar2ego, sweep_ego2global, ego2global, lidar2ego)
+        sweeps.append({"path": sd["filename"], "timestamp": sd["timestamp"], "num_points": num_points,
+                       "sweep2lidar": sweep2lidar.tolist()})
+    return sweeps
+
+
 def sample_record(nusc: Any, sample: TableRecord, scene: TableRecord, conditions: list[str],
                   lidarseg: dict[str, TableRecord]) -> tuple[dict[str, Any] | None, list[str]]:
     """The info record of one keyframe and its file problems; the record is None if unusable.
@@ -205,7 +235,8 @@ def sample_record(nusc: Any, sample: TableRecord, scene: TableRecord, conditions
     record = {"token": sample["token"], "scene_name": scene["name"], "timestamp": sample["timestamp"],
               "conditions": conditions, "ego2global": ego2global.tolist(),
               "lidar": {"path": lidar_sd["filename"], "lidarseg_path": lidarseg_path, "num_points": num_points,
-                        "lidar2ego": lidar2ego.tolist()},
+                        "lidar2ego": lidar2ego.tolist(),
+                        "sweeps": sweep_records(nusc, lidar_sd, lidar2ego, ego2global, problems)},
               "cameras": cameras}
     return record, problems
 
@@ -242,8 +273,9 @@ def _prepare_scene(args: tuple[str, str, str]) -> tuple[str, int]:
         else:
             records.append(record)
         token = sample["next"]
-    write_json_atomic(Path(part_path), {"scene": scene["name"], "split": split, "conditions": conditions,
-                                        "samples": records, "excluded": excluded, "problems": problems})
+    write_json_atomic(Path(part_path), {"schema_version": SCHEMA_VERSION, "scene": scene["name"], "split": split,
+                                        "conditions": conditions, "samples": records, "excluded": excluded,
+                                        "problems": list(dict.fromkeys(problems))})  # a keyframe is also a sweep
     return scene["name"], len(records)
 
 
@@ -293,7 +325,8 @@ def prepare(dataroot: Path, version: str, out: Path, workers: int = 2, overwrite
         summary_path.unlink(missing_ok=True)
     elif summary_path.is_file():
         done = _read_json(summary_path)
-        if done.get("version") == version and done.get("dataroot") == str(dataroot) and all(
+        if (done.get("version"), done.get("dataroot"), done.get("schema_version")) == (
+                version, str(dataroot), SCHEMA_VERSION) and all(
                 (out / f"infos_{s}.json").is_file() and (store_path(out, s) / META_FILE).is_file() for s in splits):
             return PrepareSummary(version, done["samples"], done["totals"], done["excluded"], done["problems"],
                                   skipped=True)
@@ -310,7 +343,7 @@ def prepare(dataroot: Path, version: str, out: Path, workers: int = 2, overwrite
     if not jobs:
         raise PrepareError(f"no scene of {dataroot / version} is in the official {version} split lists "
                            f"(scene names must come from nuscenes.utils.splits)")
-    todo = [job for job in jobs if not Path(job[2]).is_file()]
+    todo = [job for job in jobs if not _part_done(Path(job[2]))]
     log.info("%d scenes, %d already prepared, %d to do with %d worker(s)", len(jobs), len(jobs) - len(todo),
              len(todo), workers)
     _run_jobs(todo, workers, progress)
@@ -326,6 +359,11 @@ def _read_json(path: Path) -> Any:
     except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
         raise PrepareError(f"{path}: cannot be read ({exc.__class__.__name__}: {exc}); delete it to prepare that "
                            "part again, or pass --overwrite") from None
+
+
+def _part_done(path: Path) -> bool:
+    """Whether a scene's part is written, by this schema version (a part of an older one is prepared again)."""
+    return path.is_file() and _read_json(path).get("schema_version") == SCHEMA_VERSION
 
 
 def _table_problem(table_dir: Path, exc: Exception) -> str:
@@ -383,6 +421,7 @@ def _merge(out: Path, version: str, dataroot: Path, splits: dict[str, list[str]]
         summary.totals[split] = len(records)
         summary.excluded[split] = excluded
     write_json_atomic(out / "summary.json", {"version": version, "dataroot": str(dataroot),
+                                             "schema_version": SCHEMA_VERSION,
                                              "samples": summary.samples, "totals": summary.totals,
                                              "excluded": summary.excluded,
                                              "problems": summary.problems})

@@ -168,7 +168,7 @@ def test_a_file_truncated_after_prepare_is_refused_by_name(damaged_copy, synthet
     message = str(caught.value)
     assert str(path) in message and f"{keep_bytes} bytes hold {found} " in message
     assert f"says {expected};" in message and "tools/prepare_nuscenes.py" in message and "\n" not in message
-    assert dataset[1]["points"].shape[1] == 4  # the undamaged samples still load
+    assert dataset[1]["points"].shape[1] == 5  # the undamaged samples still load
 
 
 def test_a_damaged_file_read_in_a_dataloader_worker_is_still_one_line(damaged_copy, synthetic_infos, capsys):

@@ -16,7 +16,7 @@ import pytest
 from collab_distill.config import DataConfig
 from collab_distill.data.dataset import PairedDataset
 from collab_distill.data.info_store import META_FILE, InfoSelection, InfoStore, store_path, write_info_store
-from collab_distill.data.infos import InfoFileError, SampleInfo, load_infos
+from collab_distill.data.infos import InfoFileError, load_infos
 
 TAG_CYCLE = (["clear"], ["night"], ["rain"], ["night", "rain"], ["fog"], ["snow"], ["night", "fog"])
 
@@ -30,22 +30,24 @@ def tile_infos(info: dict[str, Any], n: int) -> dict[str, Any]:
     return {**info, "samples": tiled}
 
 
-def assert_same_sample(got: SampleInfo, want: SampleInfo) -> None:
-    """Every field equal; matrices bit-exact float64."""
-    for field in dataclasses.fields(SampleInfo):
-        a, b = getattr(got, field.name), getattr(want, field.name)
-        if isinstance(b, np.ndarray):
-            assert a.dtype == np.float64 and np.array_equal(a, b), field.name
-        elif field.name == "cameras":
-            assert a.keys() == b.keys()
-            for channel in b:
-                for cam_field in dataclasses.fields(a[channel]):
-                    x, y = getattr(a[channel], cam_field.name), getattr(b[channel], cam_field.name)
-                    same = x.dtype == np.float64 and np.array_equal(x, y) if isinstance(y, np.ndarray) \
-                        else type(x) is type(y) and x == y
-                    assert same, (channel, cam_field.name, x, y)
-        else:
-            assert type(a) is type(b) and a == b, (field.name, a, b)
+def assert_same_sample(got: Any, want: Any, name: str = "sample") -> None:
+    """Every field equal, recursively (cameras, sweeps); matrices bit-exact float64."""
+    if isinstance(want, np.ndarray):
+        assert got.dtype == np.float64 and np.array_equal(got, want), name
+    elif dataclasses.is_dataclass(want):
+        assert type(got) is type(want), name
+        for field in dataclasses.fields(want):
+            assert_same_sample(getattr(got, field.name), getattr(want, field.name), f"{name}.{field.name}")
+    elif isinstance(want, dict):
+        assert type(got) is dict and got.keys() == want.keys(), name
+        for key in want:
+            assert_same_sample(got[key], want[key], f"{name}[{key}]")
+    elif isinstance(want, tuple):
+        assert type(got) is tuple and len(got) == len(want), (name, got, want)
+        for k, (x, y) in enumerate(zip(got, want)):
+            assert_same_sample(x, y, f"{name}[{k}]")
+    else:
+        assert type(got) is type(want) and got == want, (name, got, want)
 
 
 def _write_json_and_store(folder: Path, info: dict[str, Any]) -> InfoStore:
@@ -78,9 +80,13 @@ def test_odd_records_round_trip(textured_infos_dir, tmp_path):
     first["token"], second["scene_name"] = "tök/../ên", "scène-été"
     second["lidar"]["lidarseg_path"] = "lidarseg/v1.0-mini/x_lidarseg.bin"
     second["conditions"] = ["night", "fog"]
+    assert len(second["lidar"]["sweeps"]) == 1 and not first["lidar"]["sweeps"]
+    second["lidar"]["sweeps"] *= 3                                    # sweep slots of another length
+    second["lidar"]["sweeps"][1] = {**second["lidar"]["sweeps"][1], "path": "sweeps/LIDAR_TOP/été.pcd.bin"}
     store = _write_json_and_store(tmp_path, info)
     infos = load_infos(tmp_path / "infos_train.json")
-    assert store.cameras[-1] == "CAM_ZOOM_ü" and len(store.cameras) == 7
+    assert store.cameras[-1] == "CAM_ZOOM_ü" and len(store.cameras) == 7 and store.sweeps == 3
+    assert store.sample(1).sweeps[1].path == "sweeps/LIDAR_TOP/été.pcd.bin" and store.sample(0).sweeps == ()
     for i, want in enumerate(infos.samples):
         assert_same_sample(store.sample(i), want)
     assert InfoStore(store.path, dataroot=tmp_path).dataroot == tmp_path

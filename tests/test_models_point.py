@@ -18,13 +18,13 @@ VOXEL = 0.1
 
 
 def scene(n: int, gen: torch.Generator) -> torch.Tensor:
-    """``(n, 4)`` LiDAR-like points: a 6x6 m ground patch and a wall, x, y, z in metres, intensity."""
+    """``(n, 5)`` LiDAR-like points: a 6x6 m ground patch and a wall, x, y, z in metres, intensity, time lag."""
     on_wall = torch.rand(n, generator=gen) < 0.3
     x = torch.rand(n, generator=gen) * 6 - 3
     y = torch.where(on_wall, torch.full((n,), 2.5), torch.rand(n, generator=gen) * 6 - 3)
     z = torch.where(on_wall, torch.rand(n, generator=gen) * 2 - 1.7, torch.full((n,), -1.7))
     xyz = torch.stack([x, y, z], dim=1) + torch.randn(n, 3, generator=gen) * 0.02
-    return torch.cat([xyz, torch.rand(n, 1, generator=gen)], dim=1)
+    return torch.cat([xyz, torch.rand(n, 1, generator=gen), torch.rand(n, 1, generator=gen) * 0.45], dim=1)
 
 
 @pytest.fixture(scope="module")

@@ -61,7 +61,8 @@ def test_devkit_loads_scenes_splits_and_sample_data(nusc, synthetic_root):
     assert "clear" in names["scene-0061"]["description"].lower()
     words = [w.strip() for w in names["scene-0103"]["description"].lower().split(",")]
     assert "night" in words and "rain" in words and "clear" not in words
-    assert len(nusc.sample) == 4 and len(nusc.sample_data) == 4 * 7
+    sweeps = SyntheticConfig().sweeps_per_keyframe * 2 * (2 - 1)  # per keyframe but each scene's first
+    assert len(nusc.sample) == 4 and len(nusc.sample_data) == 4 * 7 + sweeps and sweeps > 0
     for sample in nusc.sample:
         assert set(sample["data"]) == set(CAMERAS) | {"LIDAR_TOP"}
         path, boxes, k = nusc.get_sample_data(sample["data"]["CAM_FRONT"])

@@ -29,6 +29,7 @@ from collab_distill.data.conditions import CONDITION_TAGS
 from collab_distill.data.feature_store import FeatureStore
 from collab_distill.data.info_store import InfoSelection, InfoStore, store_path
 from collab_distill.data.infos import CAMERA_ORDER, InfoFileError, SampleInfo
+from collab_distill.data.sweeps import aggregate_sweeps, sweep_labels
 from collab_distill.data.transforms import augment_points, load_image, reindex_pairs, subsample
 from collab_distill.geometry import project_to_pairs
 
@@ -148,9 +149,11 @@ class PairedDataset(Dataset):
         """One keyframe; ``key`` is an index, or ``(index, epoch)`` as the trainer's sampler gives it.
 
         Returns:
-            dict with ``points (N, 4)`` (x, y, z, intensity), ``labels (N,)`` int64 lidarseg indices or
-            None, ``images (M, 3, H, W)`` float in [0, 1] or, in store mode, ``teacher_maps (M, D, h, w)``
-            float16, ``K (M, 3, 3)``, ``lidar2cam (M, 4, 4)``,
+            dict with ``points (N, 5)`` (x, y, z, intensity, time lag Δt in s: the keyframe's rows first,
+            then its ``data.nsweeps - 1`` previous sweeps, :mod:`collab_distill.data.sweeps`), ``labels (N,)``
+            int64 lidarseg indices (``IGNORE`` on sweep rows) or None, ``images (M, 3, H, W)`` float in
+            [0, 1] or, in store mode, ``teacher_maps (M, D, h, w)`` float16, ``K (M, 3, 3)``,
+            ``lidar2cam (M, 4, 4)``,
             ``pair_point (P,)``, ``pair_image (P,)`` (camera index within the sample), ``pair_uv (P, 2)``,
             ``pair_depth (P,)``, ``conditions (5,)`` multi-hot (CONDITION_TAGS), ``cameras``, ``token``,
             ``epoch``.
@@ -170,10 +173,11 @@ class PairedDataset(Dataset):
             views = {"teacher_maps": torch.from_numpy(self.features.maps(sample, slots))}
         lidar2cam = np.stack([info.cameras[c].lidar2cam for c in channels])
         point_rng = np.random.default_rng([self.seed, epoch, index, 1])  # the points' own stream
-        points = load_points(self.root / info.lidar_path, info.num_points)
-        labels = load_labels(self.root / info.lidarseg_path, info.num_points) if info.lidarseg_path else None
-        pairs = project_to_pairs(points, lidar2cam, k_all, self.cfg.image_size, min_depth=self.cfg.min_depth,
-                                 zbuffer_cell=self.cfg.zbuffer_cell)
+        points, keyframe = aggregate_sweeps(self.root, info, self.cfg.nsweeps)  # keyframe rows first
+        labels = sweep_labels(load_labels(self.root / info.lidarseg_path, info.num_points), len(points)) \
+            if info.lidarseg_path else None
+        pairs = project_to_pairs(points[:keyframe], lidar2cam, k_all, self.cfg.image_size,
+                                 min_depth=self.cfg.min_depth, zbuffer_cell=self.cfg.zbuffer_cell)
         if self.augment:
             points = augment_points(points, point_rng, self.point_aug)
         kept = subsample(len(points), self.cfg.max_points if self.train else 0, point_rng)

@@ -1,7 +1,9 @@
 """LiDAR degradations: fog, rain and snow scatter, beam dropout, at severities 1-5.
 
 Every function takes one point cloud ``(N, C)`` float in the sensor frame (columns ``x, y, z`` in
-metres, ``intensity``, optionally ``ring``; more columns are carried along), an integer ``severity``
+metres, ``intensity``, optionally ``ring`` as in a ``.pcd.bin``; more columns are carried along; the
+dataset's clouds hold the sweep time lag in column 4, not a ring: pass their ``points[:, :4]`` to
+:func:`beam_dropout`, whose rings then come from the elevation), an integer ``severity``
 in 1..5 and a ``torch.Generator`` on the points' device, and returns :class:`LidarDegraded`: the new
 points ``(N', C)`` (survivors first, in their original order, then spurious points) and ``source``
 ``(N',)`` int64, the original row of each output point or ``-1`` for a spurious one. Validation and

@@ -6,7 +6,8 @@ same records, the folder ``infos_<split>/`` read here. Parsing the JSON costs ab
 objects per keyframe (566 MB for the 28,130 nuScenes train keyframes) in every process that reads
 it: each rank and each DataLoader worker. The store is opened with ``np.load(mmap_mode="r")``:
 nothing is read at open, a :class:`SampleInfo` is built when asked for, and all processes share the
-pages through the page cache. Layout (``N`` samples, ``S`` camera slots, ``T`` condition tags)::
+pages through the page cache. Layout (``N`` samples, ``S`` camera slots, ``T`` condition tags, ``W``
+sweep slots: the most previous sweeps a record of the split has, at most ``MAX_SWEEPS``)::
 
     infos_<split>/timestamp.npy         (N,) int64           keyframe timestamp (us)
                   ego2global.npy        (N, 4, 4) float64    ego pose at LiDAR time
@@ -18,12 +19,17 @@ pages through the page cache. Layout (``N`` samples, ``S`` camera slots, ``T`` c
                   camera_lidar2cam.npy  (N, S, 4, 4) float64
                   camera_size.npy       (N, S, 2) int32      width, height
                   camera_timestamp.npy  (N, S) int64
+                  sweep_present.npy     (N, W) bool          previous sweep w (0 = nearest) recorded
+                  sweep2lidar.npy       (N, W, 4, 4) float64 (zeros where absent)
+                  sweep_timestamp.npy   (N, W) int64
+                  sweep_num_points.npy  (N, W) int64
                   strings.npy           (B,) uint8           every string, UTF-8, back to back
-                  string_offsets.npy    (N * (4 + S) + 1,) int64; sample i's strings are rows
-                                        i * (4 + S) ...: token, scene_name, lidar_path, lidarseg_path
-                                        ("" = none), then the image path of each slot ("" = absent)
-                  meta.json             versions, split, dataroot, N, cameras, conditions, and the
-                                        shape, dtype and byte size of every array; written last
+                  string_offsets.npy    (N * (4 + S + W) + 1,) int64; sample i's strings are rows
+                                        i * (4 + S + W) ...: token, scene_name, lidar_path, lidarseg_path
+                                        ("" = none), then the image path of each slot ("" = absent),
+                                        then the path of each sweep slot ("" = absent)
+                  meta.json             versions, split, dataroot, N, cameras, sweeps (W), conditions, and
+                                        the shape, dtype and byte size of every array; written last
 
 ``meta["cameras"]`` is :data:`CAMERA_ORDER` followed by any other channel of the split (sorted).
 Condition tags come back in :data:`CONDITION_TAGS` order. No pickle anywhere
@@ -42,11 +48,11 @@ from typing import Any, Iterable
 import numpy as np
 
 from collab_distill.data.conditions import CONDITION_TAGS
-from collab_distill.data.infos import CAMERA_ORDER, SCHEMA_VERSION, CameraInfo, InfoFileError, SampleInfo
+from collab_distill.data.infos import CAMERA_ORDER, SCHEMA_VERSION, CameraInfo, InfoFileError, SampleInfo, SweepInfo
 
-STORE_VERSION = 1
+STORE_VERSION = 2  # 2: previous LiDAR sweeps
 META_FILE = "meta.json"
-STRING_FIELDS = ("token", "scene_name", "lidar_path", "lidarseg_path")  # then one image path per camera slot
+STRING_FIELDS = ("token", "scene_name", "lidar_path", "lidarseg_path")  # then one path per camera and sweep slot
 REDO = "run tools/prepare_nuscenes.py again with --overwrite"
 
 
@@ -55,25 +61,28 @@ def store_path(info_dir: str | Path, split: str) -> Path:
     return Path(info_dir) / f"infos_{split}"
 
 
-def _layout(n: int, slots: int, tags: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
+def _layout(n: int, slots: int, tags: int, sweeps: int) -> dict[str, tuple[tuple[int, ...], np.dtype]]:
     """Shape and dtype of every fixed-size array of a store (``strings.npy`` is sized by its content)."""
     f64, i64 = np.dtype(np.float64), np.dtype(np.int64)
     return {"timestamp": ((n,), i64), "ego2global": ((n, 4, 4), f64), "lidar2ego": ((n, 4, 4), f64),
             "num_points": ((n,), i64), "conditions": ((n, tags), np.dtype(np.uint8)),
             "camera_present": ((n, slots), np.dtype(bool)), "camera_K": ((n, slots, 3, 3), f64),
             "camera_lidar2cam": ((n, slots, 4, 4), f64), "camera_size": ((n, slots, 2), np.dtype(np.int32)),
-            "camera_timestamp": ((n, slots), i64),
-            "string_offsets": ((n * (len(STRING_FIELDS) + slots) + 1,), i64)}
+            "camera_timestamp": ((n, slots), i64), "sweep_present": ((n, sweeps), np.dtype(bool)),
+            "sweep2lidar": ((n, sweeps, 4, 4), f64), "sweep_timestamp": ((n, sweeps), i64),
+            "sweep_num_points": ((n, sweeps), i64),
+            "string_offsets": ((n * (len(STRING_FIELDS) + slots + sweeps) + 1,), i64)}
 
 
 # --------------------------------------------------------------------------------------------
 # Writing
 # --------------------------------------------------------------------------------------------
-def _arrays(records: Sequence[Mapping[str, Any]], cameras: Sequence[str]) -> dict[str, np.ndarray]:
-    """The arrays of a store holding ``records`` (info-file records, see ``data_prep/nuscenes_infos.py``)."""
+def _arrays(records: Sequence[Mapping[str, Any]], cameras: Sequence[str], sweeps: int) -> dict[str, np.ndarray]:
+    """The arrays of a store holding ``records`` (info-file records, see ``data_prep/nuscenes_infos.py``)
+    with ``sweeps`` sweep slots."""
     n, slot_of = len(records), {name: s for s, name in enumerate(cameras)}
     arrays = {name: np.zeros(shape, dtype) for name, (shape, dtype) in
-              _layout(n, len(cameras), len(CONDITION_TAGS)).items() if name != "string_offsets"}
+              _layout(n, len(cameras), len(CONDITION_TAGS), sweeps).items() if name != "string_offsets"}
     strings: list[str] = []
     for i, rec in enumerate(records):
         unknown = set(rec["conditions"]) - set(CONDITION_TAGS)
@@ -90,7 +99,12 @@ def _arrays(records: Sequence[Mapping[str, Any]], cameras: Sequence[str]) -> dic
             arrays["camera_size"][i, s] = cam["width"], cam["height"]
             arrays["camera_timestamp"][i, s] = cam["timestamp"]
             paths[s] = cam["path"]
-        strings += [rec["token"], rec["scene_name"], lidar["path"], lidar["lidarseg_path"] or "", *paths]
+        sweep_paths = [""] * sweeps
+        for w, sweep in enumerate(lidar["sweeps"]):
+            arrays["sweep_present"][i, w], arrays["sweep2lidar"][i, w] = True, sweep["sweep2lidar"]
+            arrays["sweep_timestamp"][i, w], arrays["sweep_num_points"][i, w] = sweep["timestamp"], sweep["num_points"]
+            sweep_paths[w] = sweep["path"]
+        strings += [rec["token"], rec["scene_name"], lidar["path"], lidar["lidarseg_path"] or "", *paths, *sweep_paths]
     encoded = [text.encode("utf-8") for text in strings]
     arrays["string_offsets"] = np.concatenate([[0], np.cumsum([len(b) for b in encoded], dtype=np.int64)])
     arrays["strings"] = np.frombuffer(b"".join(encoded), dtype=np.uint8)
@@ -112,7 +126,8 @@ def write_info_store(path: str | Path, info: Mapping[str, Any]) -> None:
     records = info["samples"]
     channels = {channel for rec in records for channel in rec["cameras"]}
     cameras = [*CAMERA_ORDER, *sorted(channels - set(CAMERA_ORDER))]
-    arrays = _arrays(records, cameras)
+    sweeps = max((len(rec["lidar"]["sweeps"]) for rec in records), default=0)
+    arrays = _arrays(records, cameras, sweeps)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
     shutil.rmtree(tmp, ignore_errors=True)
     tmp.mkdir(parents=True)
@@ -124,7 +139,7 @@ def write_info_store(path: str | Path, info: Mapping[str, Any]) -> None:
     meta = {"store_version": STORE_VERSION, "schema_version": info["schema_version"],
             "devkit_version": info["devkit_version"], "nuscenes_version": info["nuscenes_version"],
             "split": info["split"], "dataroot": info["dataroot"], "num_samples": len(records), "cameras": cameras,
-            "conditions": list(CONDITION_TAGS), "arrays": entries}
+            "sweeps": sweeps, "conditions": list(CONDITION_TAGS), "arrays": entries}
     (tmp / META_FILE).write_text(json.dumps(meta, indent=1))  # last: a store without it is incomplete
     old = path.with_name(f".{path.name}.{os.getpid()}.old")
     shutil.rmtree(old, ignore_errors=True)
@@ -162,8 +177,9 @@ class InfoStore:
         self.split: str = meta["split"]
         self.dataroot = Path(dataroot) if dataroot else Path(meta["dataroot"])
         self.cameras: tuple[str, ...] = tuple(meta["cameras"])
+        self.sweeps = int(meta["sweeps"])  # sweep slots W
         self._arrays = self._open(meta)
-        self._width = len(STRING_FIELDS) + len(self.cameras)
+        self._width = len(STRING_FIELDS) + len(self.cameras) + self.sweeps
 
     def _read_meta(self) -> dict[str, Any]:
         meta_path = self.path / META_FILE
@@ -185,7 +201,7 @@ class InfoStore:
         try:
             entries, n = meta["arrays"], int(meta["num_samples"])
             expected = {name: (list(shape), dtype.str) for name, (shape, dtype) in
-                        _layout(n, len(self.cameras), len(CONDITION_TAGS)).items()}
+                        _layout(n, len(self.cameras), len(CONDITION_TAGS), self.sweeps).items()}
             expected["strings"] = ([entries["strings"]["shape"][0]], np.dtype(np.uint8).str)
             recorded = {name: (entries[name]["shape"], entries[name]["dtype"], int(entries[name]["bytes"]))
                         for name in expected}
@@ -227,13 +243,17 @@ class InfoStore:
         text = bytes(a["strings"][offsets[0]:offsets[-1]])
         ends = (offsets - offsets[0]).tolist()
         token, scene, lidar, lidarseg, *paths = (text[s:e].decode("utf-8") for s, e in zip(ends[:-1], ends[1:]))
+        paths, sweep_paths = paths[:len(self.cameras)], paths[len(self.cameras):]
         cameras = {channel: CameraInfo(paths[s], int(a["camera_size"][i, s, 0]), int(a["camera_size"][i, s, 1]),
                                        np.array(a["camera_K"][i, s]), np.array(a["camera_lidar2cam"][i, s]),
                                        int(a["camera_timestamp"][i, s]))
                    for s, channel in enumerate(self.cameras) if a["camera_present"][i, s]}
+        sweeps = tuple(SweepInfo(sweep_paths[w], int(a["sweep_timestamp"][i, w]), int(a["sweep_num_points"][i, w]),
+                                 np.array(a["sweep2lidar"][i, w]))
+                       for w in range(self.sweeps) if a["sweep_present"][i, w])
         conditions = tuple(tag for tag, hot in zip(CONDITION_TAGS, a["conditions"][i]) if hot)
         return SampleInfo(token, scene, int(a["timestamp"][i]), conditions, np.array(a["ego2global"][i]), lidar,
-                          lidarseg or None, int(a["num_points"][i]), np.array(a["lidar2ego"][i]), cameras)
+                          lidarseg or None, int(a["num_points"][i]), np.array(a["lidar2ego"][i]), cameras, sweeps)
 
     def select(self, conditions: Iterable[str] | None) -> np.ndarray:
         """``(K,)`` int64 indices of the samples with at least one of ``conditions``, ascending (all

@@ -17,7 +17,9 @@ import numpy as np
 
 from collab_distill.errors import UserError
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2  # 2: previous LiDAR sweeps (lidar.sweeps)
+#: Previous LiDAR sweeps prepare records per keyframe: nuScenes' default ``nsweeps = 10`` with the keyframe.
+MAX_SWEEPS = 9
 CAMERA_ORDER = ("CAM_FRONT", "CAM_FRONT_RIGHT", "CAM_BACK_RIGHT", "CAM_BACK", "CAM_BACK_LEFT", "CAM_FRONT_LEFT")
 
 
@@ -39,8 +41,21 @@ class CameraInfo:
 
 
 @dataclass(frozen=True)
+class SweepInfo:
+    """One previous LiDAR sweep of a keyframe: its ``.pcd.bin`` path (relative to the dataroot), timestamp
+    (microseconds), point count and ``sweep2lidar (4, 4)`` float64, which maps its points into the
+    keyframe's LiDAR frame (sweep LiDAR -> ego(t_sweep) -> global -> ego(t_keyframe) -> keyframe LiDAR)."""
+
+    path: str
+    timestamp: int
+    num_points: int
+    sweep2lidar: np.ndarray
+
+
+@dataclass(frozen=True)
 class SampleInfo:
-    """One keyframe. ``conditions`` are tags such as ``clear``, ``night``, ``rain``, ``fog``, ``snow``."""
+    """One keyframe. ``conditions`` are tags such as ``clear``, ``night``, ``rain``, ``fog``, ``snow``;
+    ``sweeps`` are the LiDAR sweeps before it along the devkit's ``prev`` chain, nearest first."""
 
     token: str
     scene_name: str
@@ -52,6 +67,7 @@ class SampleInfo:
     num_points: int
     lidar2ego: np.ndarray
     cameras: dict[str, CameraInfo]
+    sweeps: tuple[SweepInfo, ...] = ()
 
 
 @dataclass(frozen=True)
@@ -78,9 +94,11 @@ def _sample(rec: dict[str, Any]) -> SampleInfo:
                              np.asarray(c["lidar2cam"], dtype=np.float64), int(c["timestamp"]))
             for name, c in rec["cameras"].items()}
     lidar = rec["lidar"]
+    sweeps = tuple(SweepInfo(s["path"], int(s["timestamp"]), int(s["num_points"]),
+                             np.asarray(s["sweep2lidar"], dtype=np.float64)) for s in lidar["sweeps"])
     return SampleInfo(rec["token"], rec["scene_name"], int(rec["timestamp"]), tuple(rec["conditions"]),
                       np.asarray(rec["ego2global"], dtype=np.float64), lidar["path"], lidar.get("lidarseg_path"),
-                      int(lidar["num_points"]), np.asarray(lidar["lidar2ego"], dtype=np.float64), cams)
+                      int(lidar["num_points"]), np.asarray(lidar["lidar2ego"], dtype=np.float64), cams, sweeps)
 
 
 def load_infos(path: str | Path, dataroot: str | Path | None = None) -> InfoFile:

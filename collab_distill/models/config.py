@@ -40,7 +40,7 @@ class PointEncoderConfig:
     width is ``dec_widths[-1]``.
     """
 
-    in_channels: PositiveInt = 4     # x, y, z, intensity (voxel means; the voxel size is data.voxel_size)
+    in_channels: PositiveInt = 5     # x, y, z, intensity, sweep time lag (voxel means; voxel size: data.voxel_size)
     stem_width: PositiveInt = 16
     enc_widths: list[PositiveInt] = field(default_factory=lambda: [16, 32, 64, 64])
     enc_depths: list[NonNegativeInt] = field(default_factory=lambda: [1, 1, 1, 1])

@@ -129,7 +129,8 @@ def extract(method: nn.Module, data: DataConfig, seed: int, agreement: bool, pro
     if any(s.lidarseg_path is None for s in dataset.samples):
         raise ProbeError(f"{data.info_dir}: the {data.split} split has samples without lidarseg labels; "
                          "the 3D probe needs a dataset with lidarseg")
-    collate, lut = Collate(data.voxel_size), torch.from_numpy(fine_to_eval_lut())
+    collate, fine = Collate(data.voxel_size), torch.from_numpy(fine_to_eval_lut())
+    lut = torch.cat([fine, fine.new_full((IGNORE + 1 - len(fine),), IGNORE)])  # sweep rows' IGNORE stays IGNORE
     feats, labels, owner, tags, cosines = [], [], [], [], []
     for i in tqdm(range(len(dataset)), desc=f"features ({data.split})", disable=not progress):
         batch = collate([dataset[i]])

@@ -83,6 +83,9 @@ class SyntheticConfig:
     version: str = "v1.0-mini"
     scenes: PositiveInt = 10
     samples_per_scene: Annotated[int, Range(ge=1, le=40)] = 10  # at most 20 s of driving
+    # non-keyframe LiDAR sweeps before each keyframe but a scene's first, at the 20 Hz ticks just
+    # before it (nuScenes has all 9 of a 0.5 s keyframe period); sweeps/LIDAR_TOP/, docs/data.md
+    sweeps_per_keyframe: Annotated[int, Range(ge=0, le=9)] = 2
     image_size: tuple[int, int] = (448, 252)  # (width, height); checked by validate_config
     conditions: list[str] = field(default_factory=lambda: ["clear", "night", "rain", "fog", "snow",
                                                            "night+rain"])

@@ -31,9 +31,9 @@ from data_prep.synthetic.config import (
 )
 from data_prep.synthetic.layouts import LAYOUTS
 from data_prep.synthetic.meshes import TriMesh
-from data_prep.synthetic.render import RayCaster, render_gbuffer, scan_lidar
+from data_prep.synthetic.render import LidarScan, RayCaster, render_gbuffer, scan_lidar
 from data_prep.synthetic.scene import build_scene
-from data_prep.synthetic.sensors import CAMERAS, LIDAR, camera_rays, camera_time_offset
+from data_prep.synthetic.sensors import CAMERAS, LIDAR, LIDAR_PERIOD, camera_rays, camera_time_offset
 from data_prep.synthetic.shading import shade, sun_visibility, surfaces
 from data_prep.synthetic.taxonomy import NOISE, visibility_token
 from data_prep.synthetic.weather import atmosphere_for, camera_image, clear_atmosphere, lidar_returns, lighting_for
@@ -224,6 +224,7 @@ class _SceneJob:
         self.plan, self.cfg, self.root = plan, cfg, root
         scene_rng, self.lidar_rng, self.cam_rng, self.clear_rng, weather_rng = (
             np.random.default_rng([plan.seed, k]) for k in range(5))
+        self.sweep_rng = np.random.default_rng([plan.seed, 5])  # its own stream: keyframes do not depend on it
         self.scene = build_scene(plan.condition, plan.layout, plan.location, cfg.samples_per_scene, scene_rng)
         self.atm = atmosphere_for(plan.condition, cfg.weather, weather_rng)
         self.lighting = lighting_for(self.atm, self.scene)
@@ -254,11 +255,13 @@ class _SceneJob:
         return (timestamp - self.base_ts) / 1e6
 
     def sample(self, i: int) -> None:
-        """Freeze the world at keyframe ``i``; write its sweep, images and sample_data."""
+        """Freeze the world at keyframe ``i``; write the sweeps before it, its own sweep, images and sample_data."""
         ts = self.base_ts + round(i * KEYFRAME_PERIOD * 1e6)
         sample = self.tables.add("sample", token=self.token("sample", i), timestamp=ts,
                                  scene_token=self.token("scene"), prev="", next="")
         self.samples.append(sample)
+        if i:
+            self._sweeps(i, ts)
         mesh = self.scene.mesh_at(self.time(ts))
         caster = RayCaster(mesh)
         counts = self._lidar(i, ts, caster)
@@ -275,19 +278,39 @@ class _SceneJob:
             track.visible.append(float(fraction[a]))
             track.near.append(bool(near and (counts[a] > 0 or fraction[a] > 0)))
 
-    def _lidar(self, i: int, ts: int, caster: RayCaster) -> np.ndarray:
-        """Write the sweep at the sample time; return ``(A,)`` LiDAR points per agent."""
+    def _scan(self, ts: int, caster: RayCaster, folder: str, rng: np.random.Generator
+              ) -> tuple[LidarScan, np.ndarray, str]:
+        """Scan the frozen world of ``caster`` at ``ts`` (us) with weather and write the ``.pcd.bin``
+        under ``<folder>/LIDAR_TOP/``; return the reported points, the ``(4, 4)`` ego -> global pose and
+        the file name (relative to the root)."""
         ego = self.scene.ego.matrix(self.time(ts))
-        self.ego_xy.append((self.scene.scene2global @ ego)[:2, 3])
-        scan = scan_lidar(caster, ego @ LIDAR.lidar2ego(), LIDAR, self.lidar_rng)
-        points, intensity = lidar_returns(scan, self.atm, LIDAR.min_range, self.lidar_rng)
-        sd_token = self.token("sample_data", LIDAR.channel, i)
-        filename = f"samples/{LIDAR.channel}/{self.logfile}__{LIDAR.channel}__{ts}.pcd.bin"
-        label_file = f"lidarseg/{self.cfg.version}/{sd_token}_lidarseg.bin"
+        scan = scan_lidar(caster, ego @ LIDAR.lidar2ego(), LIDAR, rng)
+        points, intensity = lidar_returns(scan, self.atm, LIDAR.min_range, rng)
+        filename = f"{folder}/{LIDAR.channel}/{self.logfile}__{LIDAR.channel}__{ts}.pcd.bin"
         writer.write_points(self.root / filename, points.xyz, intensity, points.ring)
+        return points, self.scene.scene2global @ ego, filename
+
+    def _sweeps(self, i: int, ts: int) -> None:
+        """Write the ``sweeps_per_keyframe`` non-keyframe sweeps before keyframe ``i`` (at the 20 Hz ticks
+        before ``ts``, oldest first, each in the world frozen at its own time), linked into the LiDAR's
+        ``sample_data`` chain between keyframes ``i - 1`` and ``i``; no lidarseg, as in nuScenes."""
+        for j in range(self.cfg.sweeps_per_keyframe, 0, -1):
+            sweep_ts = ts - round(j * LIDAR_PERIOD * 1e6)
+            caster = RayCaster(self.scene.mesh_at(self.time(sweep_ts)))
+            _, ego2global, filename = self._scan(sweep_ts, caster, "sweeps", self.sweep_rng)
+            self._sample_data(LIDAR.channel, self.token("sample_data", LIDAR.channel, i, "sweep", j), sweep_ts,
+                              ego2global, writer.make_token(self.cfg.seed, "calibrated_sensor", LIDAR.channel), "pcd",
+                              filename, (0, 0), i, sweep=j)
+
+    def _lidar(self, i: int, ts: int, caster: RayCaster) -> np.ndarray:
+        """Write the keyframe sweep at the sample time and its labels; return ``(A,)`` LiDAR points per agent."""
+        points, ego2global, filename = self._scan(ts, caster, "samples", self.lidar_rng)
+        self.ego_xy.append(ego2global[:2, 3])
+        sd_token = self.token("sample_data", LIDAR.channel, i)
+        label_file = f"lidarseg/{self.cfg.version}/{sd_token}_lidarseg.bin"
         writer.write_labels(self.root / label_file, points.category)
         self.tables.add("lidarseg", token=sd_token, sample_data_token=sd_token, filename=label_file)  # devkit: same
-        self._sample_data(LIDAR.channel, sd_token, ts, self.scene.scene2global @ ego,
+        self._sample_data(LIDAR.channel, sd_token, ts, ego2global,
                           writer.make_token(self.cfg.seed, "calibrated_sensor", LIDAR.channel), "pcd", filename,
                           (0, 0), i)
         self.result.points += len(points.range)
@@ -327,13 +350,15 @@ class _SceneJob:
         return gbuf.instance_map(mesh), invert_pose(cam2scene)
 
     def _sample_data(self, channel: str, token: str, ts: int, ego2global: np.ndarray, calib_token: str,
-                     fileformat: str, filename: str, size: tuple[int, int], i: int) -> None:
-        pose_token = self.token("ego_pose", channel, i)
+                     fileformat: str, filename: str, size: tuple[int, int], i: int, sweep: int = 0) -> None:
+        """Add the ``sample_data`` record (and its ego pose) of keyframe ``i``'s file, or with ``sweep`` > 0
+        of the non-keyframe sweep that many LiDAR periods before it (its sample is keyframe ``i``)."""
+        pose_token = self.token("ego_pose", channel, i, *(("sweep", sweep) if sweep else ()))
         trans, rot = _pose_record(ego2global)
         self.tables.add("ego_pose", token=pose_token, timestamp=ts, rotation=rot, translation=trans)
         self.chains[channel].append(self.tables.add(
             "sample_data", token=token, sample_token=self.samples[-1]["token"], ego_pose_token=pose_token,
-            calibrated_sensor_token=calib_token, timestamp=ts, fileformat=fileformat, is_key_frame=True,
+            calibrated_sensor_token=calib_token, timestamp=ts, fileformat=fileformat, is_key_frame=not sweep,
             height=size[1], width=size[0], filename=filename, prev="", next=""))
 
     def _annotations(self) -> None:

@@ -4,6 +4,7 @@ Layout under the dataset root (``<version>`` is ``v1.0-mini`` or ``v1.0-trainval
 
     <version>/*.json                      the 13 nuScenes tables + lidarseg.json
     samples/<CHANNEL>/<log>__<CHANNEL>__<timestamp>.jpg | .pcd.bin
+    sweeps/LIDAR_TOP/<log>__LIDAR_TOP__<timestamp>.pcd.bin      non-keyframe LiDAR sweeps
     lidarseg/<version>/<lidar sample_data token>_lidarseg.bin   uint8 category index per point
     maps/<map token>.png                  semantic prior (road + sidewalk), 0.1 m per pixel
     paired_clear/<sample token>/<CAMERA>.jpg          (adverse samples, with paired_clear)
