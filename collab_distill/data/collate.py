@@ -7,9 +7,11 @@ without the point, pair, label and voxel keys:
 =================  ===============  ==============================================================
 key                shape            meaning
 =================  ===============  ==============================================================
-points             (N, 4)           x, y, z, intensity of all samples, concatenated
+points             (N, 5)           x, y, z, intensity, sweep time lag (s) of all samples, concatenated
+                                    (each sample's keyframe rows first, then ``data.nsweeps - 1`` sweeps)
 offsets            (B,)             cumulative end index of each sample's points
-labels             (N,) or absent   lidarseg class index per point (absent unless every sample has it)
+labels             (N,) or absent   lidarseg class index per point, ``IGNORE`` on sweep rows (absent unless
+                                    every sample has it)
 images             (I, 3, H, W)     all selected camera images, float in [0, 1] or uint8 (``data.image_dtype``;
                                     the trainer makes them float on the device); absent in store mode
 teacher_maps       (I, D, h, w)     float16 stored teacher patch maps (store mode only, instead of images)
@@ -21,7 +23,7 @@ pair_image         (P,)             index into ``images``
 pair_uv            (P, 2)           float pixel (u = column, v = row) in the image
 pair_depth         (P,)             metres
 voxel_coords       (V, 4) int32     (batch, z, y, x) for spconv
-voxel_features     (V, 4)           mean of the points in the voxel
+voxel_features     (V, 5)           mean of the points in the voxel
 voxel_inverse      (N,)             voxel of each point
 voxel_shape        (3,)             spconv spatial shape (Z, Y, X)
 tokens, cameras    lists            sample tokens; camera channel of each image
