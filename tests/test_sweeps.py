@@ -8,6 +8,7 @@ import re
 import shutil
 import typing
 from dataclasses import fields, replace
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -25,6 +26,7 @@ from data_prep.nuscenes_infos import prepare
 from data_prep.synthetic.config import SyntheticConfig
 
 SWEEPS = SyntheticConfig().sweeps_per_keyframe
+REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +66,19 @@ def test_world_writes_sweep_chains_like_nuscenes(nusc, synthetic_root):
                                                       if sd["is_key_frame"])["sample_token"]
     assert not any(r["sample_data_token"] in {sd["token"] for sd in nusc.sample_data if not sd["is_key_frame"]}
                    for r in nusc.lidarseg)  # no labels on sweeps, as in nuScenes
+
+
+def test_keyframe_files_do_not_depend_on_the_sweeps(synthetic_root, tmp_path):
+    """Sweeps draw from their own random stream: without them the world's keyframe files are byte-identical."""
+    from collab_distill.config import load_config
+    from data_prep.synthetic.generate import generate
+
+    cfg = load_config(REPO / "configs" / "synthetic" / "tiny.yaml", schema=SyntheticConfig)
+    generate(replace(cfg, sweeps_per_keyframe=0), tmp_path / "w", progress=False)
+    files = sorted(p.relative_to(tmp_path / "w") for p in (tmp_path / "w").rglob("*")
+                   if p.is_file() and p.parts[len((tmp_path / "w").parts)] in ("samples", "lidarseg", "dense"))
+    assert len(files) > 40 and not (tmp_path / "w" / "sweeps").exists()
+    assert all((tmp_path / "w" / f).read_bytes() == (synthetic_root / f).read_bytes() for f in files)
 
 
 def test_sweep_records_match_the_devkit_chain_and_the_store(nusc, synthetic_infos):
