@@ -69,6 +69,15 @@ def test_probe_runs_on_the_synthetic_world(synthetic_infos):
                                     schema=LidarProbeConfig), progress=False)
 
 
+def test_sweep_points_are_features_but_not_labelled_points(synthetic_infos):
+    """With data.nsweeps=3 the sweeps' points (label IGNORE) reach the encoder; the labelled points are the
+    keyframes', as with one sweep."""
+    one = run_lidar_probe(_tiny_cfg(synthetic_infos, "train.epochs=1"), progress=False)
+    three = run_lidar_probe(_tiny_cfg(synthetic_infos, "train.epochs=1", "data.nsweeps=3"), progress=False)
+    assert three["recipe"]["train_points"] == one["recipe"]["train_points"] > 0
+    assert three["results"]["all"]["points"] == one["results"]["all"]["points"]
+
+
 def test_a_label_file_truncated_after_prepare_names_the_file(damaged_copy, synthetic_infos):
     """It used to surface later as an unrelated IndexError (labels indexed by the pairs)."""
     root, path, num_points = damaged_copy("lidarseg_path", 100)
