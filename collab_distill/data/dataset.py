@@ -93,6 +93,8 @@ class PairedDataset(Dataset):
         train: apply the configured augmentation (and random crops); otherwise deterministic.
         teacher_store: a teacher-feature store folder: items carry ``teacher_maps`` read from it
             instead of ``images`` (stage 1's ``method.teacher_store``); "" loads the images.
+        with_points: load the LiDAR points and pair them with pixels; False (the methods whose
+            ``needs_points`` is False) opens no point or label file: items carry the images alone.
 
     Raises:
         ConfigError: image augmentation with a store (the store holds the maps of the centre crop).
@@ -100,7 +102,8 @@ class PairedDataset(Dataset):
             selected sample.
     """
 
-    def __init__(self, cfg: DataConfig, seed: int = 0, train: bool = True, teacher_store: str | Path = "") -> None:
+    def __init__(self, cfg: DataConfig, seed: int = 0, train: bool = True, teacher_store: str | Path = "",
+                 with_points: bool = True) -> None:
         store = InfoStore(store_path(cfg.info_dir, cfg.split), cfg.dataroot or None)
         self.root = store.dataroot
         self.samples = InfoSelection(store, cfg.conditions)
@@ -110,6 +113,8 @@ class PairedDataset(Dataset):
         self.cfg = cfg
         self.seed = seed
         self.train = train
+        self.with_points = with_points
+        self.image_dtype = torch.uint8 if cfg.image_dtype == "uint8" else torch.float32
         self.epoch = 0
         self.augment = train and cfg.augment
         self.image_aug = cfg.image_aug if self.augment else ImageAug()
@@ -152,11 +157,11 @@ class PairedDataset(Dataset):
             dict with ``points (N, 5)`` (x, y, z, intensity, time lag Δt in s: the keyframe's rows first,
             then its ``data.nsweeps - 1`` previous sweeps, :mod:`collab_distill.data.sweeps`), ``labels (N,)``
             int64 lidarseg indices (``IGNORE`` on sweep rows) or None, ``images (M, 3, H, W)`` float in
-            [0, 1] or, in store mode, ``teacher_maps (M, D, h, w)`` float16, ``K (M, 3, 3)``,
-            ``lidar2cam (M, 4, 4)``,
+            [0, 1] (uint8 0..255 with ``data.image_dtype=uint8``) or, in store mode, ``teacher_maps (M, D, h, w)``
+            float16, ``K (M, 3, 3)``, ``lidar2cam (M, 4, 4)``,
             ``pair_point (P,)``, ``pair_image (P,)`` (camera index within the sample), ``pair_uv (P, 2)``,
             ``pair_depth (P,)``, ``conditions (5,)`` multi-hot (CONDITION_TAGS), ``cameras``, ``token``,
-            ``epoch``.
+            ``epoch``; without points (``with_points=False``) no ``points``, ``labels`` or ``pair_*``.
         """
         index, epoch = key if isinstance(key, tuple) else (key, self.epoch)
         info = self.samples[index]
@@ -164,7 +169,7 @@ class PairedDataset(Dataset):
         channels = self.cameras_of(info, rng)
         if self.features is None:
             loaded = [load_image(self.root / info.cameras[c].path, self.cfg.image_size, info.cameras[c].K, rng,
-                                 self.image_aug) for c in channels]
+                                 self.image_aug, self.image_dtype) for c in channels]
             k_all = np.stack([k for _, k in loaded])
             views = {"images": torch.stack([image for image, _ in loaded])}
         else:
@@ -172,6 +177,15 @@ class PairedDataset(Dataset):
             k_all = self.features.intrinsics(sample, slots)
             views = {"teacher_maps": torch.from_numpy(self.features.maps(sample, slots))}
         lidar2cam = np.stack([info.cameras[c].lidar2cam for c in channels])
+        item = {**views, "K": torch.from_numpy(k_all).float(), "lidar2cam": torch.from_numpy(lidar2cam).float(),
+                "conditions": conditions_multi_hot(info.conditions), "cameras": channels, "token": info.token,
+                "epoch": epoch}
+        return {**item, **self._points(info, index, epoch, lidar2cam, k_all)} if self.with_points else item
+
+    def _points(self, info: SampleInfo, index: int, epoch: int, lidar2cam: np.ndarray, k_all: np.ndarray
+                ) -> dict[str, Any]:
+        """The ``points``, ``labels`` and ``pair_*`` of an item (see :meth:`__getitem__`) from its cameras'
+        ``lidar2cam (M, 4, 4)`` and ``K (M, 3, 3)``."""
         point_rng = np.random.default_rng([self.seed, epoch, index, 1])  # the points' own stream
         points, keyframe = aggregate_sweeps(self.root, info, self.cfg.nsweeps)  # keyframe rows first
         labels = sweep_labels(load_labels(self.root / info.lidarseg_path, info.num_points), len(points)) \
@@ -185,8 +199,5 @@ class PairedDataset(Dataset):
             pairs = reindex_pairs(pairs, kept, len(points))
             points = points[kept]
             labels = labels[kept] if labels is not None else None
-        return {"points": points, "labels": labels, **views,
-                "K": torch.from_numpy(k_all).float(), "lidar2cam": torch.from_numpy(lidar2cam).float(),
-                "pair_point": pairs.point_idx, "pair_image": pairs.cam_idx, "pair_uv": pairs.uv,
-                "pair_depth": pairs.depth, "conditions": conditions_multi_hot(info.conditions),
-                "cameras": channels, "token": info.token, "epoch": epoch}
+        return {"points": points, "labels": labels, "pair_point": pairs.point_idx, "pair_image": pairs.cam_idx,
+                "pair_uv": pairs.uv, "pair_depth": pairs.depth}

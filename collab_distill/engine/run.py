@@ -8,7 +8,7 @@ from collab_distill.data.collate import Collate
 from collab_distill.data.dataset import PairedDataset
 from collab_distill.engine.output import run_folder
 from collab_distill.engine.trainer import TrainResult, train
-from collab_distill.methods.registry import build_method
+from collab_distill.methods.registry import build_method, method_class
 
 log = logging.getLogger(__name__)
 
@@ -22,7 +22,8 @@ def run_training(cfg: RunConfig, resume: str = "", progress: bool = True, overwr
 
     run_folder(cfg.experiment.output_dir, resume, overwrite)  # refuse a non-empty folder before building the model
     dataset = PairedDataset(cfg.data, seed=cfg.experiment.seed, train=True,  # stage 1 may read a teacher store
-                            teacher_store=getattr(cfg.method, "teacher_store", ""))
+                            teacher_store=getattr(cfg.method, "teacher_store", ""),
+                            with_points=method_class(cfg.method.name).needs_points)
     set_seed(cfg.experiment.seed)  # random initialisations are part of the run's determinism
     method = build_method(cfg)
     log.info("%s: %d samples (%s), trainable %s, frozen %s", cfg.method.name, len(dataset), cfg.data.conditions,
