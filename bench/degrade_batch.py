@@ -5,7 +5,8 @@ moved to the CPU and back), on the same images with the same per-image seeds, in
 
 A step is 96 images at 224x448 with the asymmetric baseline's degradations and severities; then, per
 degradation at severity 3, the 96 images all with that degradation. Both paths give the same output
-on the CPU (the largest difference is printed); JPEG is the torch codec in both.
+on the CPU (the largest difference is printed); JPEG is the torch codec in both. On the CPU the
+batched path degrades a group CPU_CHUNK images at a time (collab_distill/data/degrade.py).
 
 Usage:
   OMP_NUM_THREADS=1 python bench/degrade_batch.py [--images 96] [--height 224] [--width 448]
@@ -24,7 +25,7 @@ from typing import Sequence
 
 import torch
 
-from collab_distill.data.degrade import degrade_image
+from collab_distill.data.degrade import CPU_CHUNK, degrade_image
 from collab_distill.methods.config import ImageDistillConfig
 from collab_distill.methods.views import degraded_view, image_generator
 
@@ -74,18 +75,12 @@ def run(count: int, height: int, width: int, repeats: int, device: str) -> dict:
             "per_image": timed(lambda: per_image_view(batch, names, severities, 0, "student"))}
     step_diff = float((degraded_view(batch, names, severities, 0, "student")
                        - per_image_view(batch, names, severities, 0, "student")).abs().max())
-    images = batch["images"]
-    per_name = {}
-    for name in names:
-        def generators() -> list[torch.Generator]:
-            return [image_generator(batch, i, 0, name) for i in range(count)]
-        per_name[name] = {
-            "batched": timed(lambda: degrade_image(images, name, 3, generators())),
-            "per_image": timed(lambda: [degrade_image(images[i:i + 1].cpu(), name, 3, g)[0].to(device)
-                                        for i, g in enumerate(generators())])}
+    per_name = {name: {"batched": timed(lambda: degraded_view(batch, [name], [3], 0, "student")),
+                       "per_image": timed(lambda: per_image_view(batch, [name], [3], 0, "student"))}
+                for name in names}
     return {"images": [count, 3, height, width], "device": device, "degradations": names, "severities": severities,
             "threads": torch.get_num_threads(), "omp_num_threads": os.environ.get("OMP_NUM_THREADS"),
-            "torch": torch.__version__, "cpu": _cpu_model(), "machine": platform.machine(),
+            "torch": torch.__version__, "cpu": _cpu_model(), "machine": platform.machine(), "cpu_chunk": CPU_CHUNK,
             "load_average": {"before": load_before, "after": os.getloadavg()},
             "step_ms": step, "step_ratio": step["per_image"] / step["batched"], "step_max_abs_diff": step_diff,
             "severity_3_ms": per_name}

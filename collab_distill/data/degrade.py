@@ -168,7 +168,7 @@ def random_degradation(images: Tensor, names: Sequence[str] | None = None,
         name_index = torch.randint(len(names), (b,), generator=generator, device=images.device).cpu()
         severity_index = torch.randint(len(severities), (b,), generator=generator, device=images.device).cpu()
     severity = torch.tensor(list(severities))[severity_index]
-    out = images.clone()
+    out = torch.empty_like(images)                         # every row is written below
     chunk = CPU_CHUNK if per_image and images.device.type == "cpu" else b
     for n, s in torch.unique(torch.stack([name_index, severity], 1), dim=0).tolist():
         for rows in torch.nonzero((name_index == n) & (severity == s)).squeeze(1).split(chunk):
