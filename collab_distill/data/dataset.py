@@ -124,8 +124,10 @@ class PairedDataset(Dataset):
         if teacher_store:
             if self.image_aug != ImageAug():
                 raise ConfigError(f"data.image_aug={self.image_aug} with method.teacher_store={teacher_store}: the "
-                                  "store holds the teacher's maps of the centre crop; leave data.image_aug at its "
-                                  "defaults (data.point_aug still applies) or set method.teacher_store=''")
+                                  "store holds the teacher's maps of the centre crop; turn image augmentation off "
+                                  "(data.image_aug.scale_range=[1,1] data.image_aug.hflip_prob=0 "
+                                  "data.image_aug.random_crop=false; data.point_aug still applies) or set "
+                                  "method.teacher_store=''")
             self.features = FeatureStore(teacher_store)
             self.features.check_data(cfg.image_size, store, self.samples.indices)
 
