@@ -7,7 +7,7 @@ batches: one warm-up pass over them, then ``--passes`` timed passes.
 The variants run one after the other ``--rounds`` times (A B C A B C ...), so that a busy spell of a
 shared CPU does not land on one variant only; steps/s is total timed steps over total timed seconds,
 and the median step time is reported too. Each step is broken down into the forward passes of the
-encoders (timed with forward hooks), the rest of the forward pass (teacher cache, feature sampling,
+encoders (timed with forward hooks), the rest of the forward pass (feature sampling,
 head, loss), the backward pass and the optimiser step. The ratio that matters is stage 1 with the
 store over stage 1 with the live teacher (target: >= 2x; the data path with and without images is
 bench/teacher_store.py's). The 1-minute load average around each child is
