@@ -29,7 +29,10 @@ import sys
 import tempfile
 import time
 from pathlib import Path
-from typing import Callable
+from typing import TYPE_CHECKING, Callable
+
+if TYPE_CHECKING:  # torch is imported inside the functions, after the thread settings
+    import torch
 
 REPO = Path(__file__).resolve().parents[1]
 VARIANTS = {
@@ -41,7 +44,7 @@ ENCODERS = ("teacher", "student", "point_encoder")      # modules whose forward 
 PHASES = ("forward", "backward", "optimizer")
 
 
-def timed_forwards(method: "torch.nn.Module", sync: Callable[[], None]) -> dict[str, float]:
+def timed_forwards(method: torch.nn.Module, sync: Callable[[], None]) -> dict[str, float]:
     """Register forward hooks on the :data:`ENCODERS` that ``method`` has (``sync`` waits for the
     device before each clock reading); returns the dict their forward seconds accumulate into (keys
     ``"<name> forward"``)."""
@@ -68,7 +71,7 @@ def timed_forwards(method: "torch.nn.Module", sync: Callable[[], None]) -> dict[
 
 
 def build_step(info_dir: Path, overrides: list[str], n_batches: int, batch_size: int, device_name: str
-               ) -> tuple[Callable[[dict], list[float]], list[dict], "torch.nn.Module", Callable[[], None]]:
+               ) -> tuple[Callable[[dict], list[float]], list[dict], torch.nn.Module, Callable[[], None]]:
     """The method of ``configs/stage1/synthetic.yaml`` + ``overrides`` (seed 0) with its optimiser, and
     ``n_batches`` pre-collated batches of ``batch_size`` samples on ``device_name``. Returns ``(step,
     batches, method, sync)``: ``step(batch)`` runs one optimiser step and returns the seconds of its
