@@ -148,6 +148,40 @@ def test_attention_is_only_computed_when_asked(images):
         enc(images, attn_blocks=[3])
 
 
+# ----------------------------------------------------------------------------- gradient checkpointing
+def test_grad_checkpointing_follows_the_training_mode():
+    assert not make_encoder().vit.grad_checkpointing                      # off by default
+    enc = make_encoder(grad_checkpointing=True)
+    assert enc.vit.grad_checkpointing                                      # built in training mode
+    enc.eval()
+    assert not enc.vit.grad_checkpointing
+    torch.nn.Sequential(enc).train()                                       # a parent's train() reaches it
+    assert enc.vit.grad_checkpointing
+    assert not enc.freeze().vit.grad_checkpointing                         # a frozen teacher never recomputes
+
+
+def test_grad_checkpointing_recomputes_the_blocks_with_the_same_loss_and_gradients(images):
+    """The image-only baselines' loss (CLS, patch tokens, last block's attention), two steps each."""
+    plain, ckpt = make_encoder(), make_encoder(grad_checkpointing=True)
+    randomize(plain.vit)
+    ckpt.load_state_dict(plain.state_dict())
+    calls = {"plain": 0, "ckpt": 0}
+    for key, enc in (("plain", plain), ("ckpt", ckpt)):
+        enc.vit.blocks[0].register_forward_pre_hook(lambda *_a, k=key: calls.__setitem__(k, calls[k] + 1))
+    for step in range(2):
+        results = []
+        for enc in (plain, ckpt):
+            enc.zero_grad()
+            out = enc(images + 0.1 * step, attn_blocks=[-1])
+            loss = out.cls.square().mean() + out.patch[0].square().mean() + out.attn[0].square().sum()
+            loss.backward()
+            results.append((loss.detach(), [p.grad for p in enc.parameters()]))
+        (loss_p, grads_p), (loss_c, grads_c) = results
+        torch.testing.assert_close(loss_c, loss_p, rtol=1e-5, atol=1e-6)
+        for gp, gc in zip(grads_p, grads_c, strict=True):
+            torch.testing.assert_close(gc, gp, rtol=1e-4, atol=1e-6)
+    assert calls == {"plain": 2, "ckpt": 4}                                # recomputed in every backward pass
+
 # ----------------------------------------------------------------------------- weight files
 @pytest.mark.parametrize("suffix", [".safetensors", ".pth"])
 def test_checkpoint_round_trip(tmp_path, images, suffix):

@@ -29,6 +29,9 @@ class ImageEncoderConfig:
     blocks: list[int] = field(default_factory=lambda: [-1])   # patch-map blocks; negative from the end
     norm: bool = True                # apply the final LayerNorm to the patch maps
     model_kwargs: dict[str, Any] = field(default_factory=dict)  # extra timm.create_model kwargs
+    # recompute each block in the backward pass instead of keeping its activations (timm's
+    # set_grad_checkpointing), while the encoder trains; frozen or eval-mode encoders never do
+    grad_checkpointing: bool = False
 
 
 @dataclass

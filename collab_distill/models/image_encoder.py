@@ -45,8 +45,13 @@ class ImageFeatures:
 class ImageEncoder(FreezableModule):
     """Wraps a timm ViT built for a fixed input size ``(H, W)``, multiples of the patch size.
 
+    With ``cfg.grad_checkpointing`` the ViT recomputes its blocks in the backward pass (timm's
+    ``set_grad_checkpointing``) while the encoder is in training mode; ``eval()`` and ``freeze()``
+    turn it off, ``train()`` on again.
+
     Args:
-        cfg: model name, weights, default feature blocks, norm option, extra timm kwargs.
+        cfg: model name, weights, default feature blocks, norm option, extra timm kwargs,
+            gradient checkpointing.
         img_size: ``(H, W)`` of the input images (the data config's ``image_size``).
 
     Raises:
@@ -76,6 +81,17 @@ class ImageEncoder(FreezableModule):
         data_cfg = self.vit.pretrained_cfg
         self.register_buffer("mean", torch.tensor(data_cfg["mean"]).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(data_cfg["std"]).view(1, 3, 1, 1), persistent=False)
+        self._sync_grad_checkpointing()
+
+    def train(self, mode: bool = True) -> ImageEncoder:
+        """Training or eval mode (:class:`FreezableModule` refuses ``True`` once frozen); gradient
+        checkpointing (``cfg.grad_checkpointing``) follows the mode."""
+        super().train(mode)
+        self._sync_grad_checkpointing()
+        return self
+
+    def _sync_grad_checkpointing(self) -> None:
+        self.vit.set_grad_checkpointing(self.cfg.grad_checkpointing and self.training)
 
     # ------------------------------------------------------------------ properties
     @property
@@ -123,7 +139,8 @@ class ImageEncoder(FreezableModule):
         attn_blocks = [self._block_index(i) for i in attn_blocks]
         taken = sorted(set(blocks)) or [self.depth - 1]          # timm needs one; the CLS comes from the last
         x = (images - self.mean.to(images.dtype)) / self.std.to(images.dtype)
-        with _capture_attention(self.vit, attn_blocks) as attn:
+        recomputed = self.vit.grad_checkpointing and torch.is_grad_enabled()
+        with _capture_attention(self.vit, attn_blocks, keep_explicit=recomputed) as attn:
             final, maps = self.vit.forward_intermediates(x, indices=taken, norm=self.cfg.norm, output_fmt="NCHW")
         patch = dict(zip(taken, maps))
         return ImageFeatures(cls=final[:, 0], patch=[patch[i] for i in blocks], attn=[attn[i] for i in attn_blocks])
@@ -135,12 +152,16 @@ class ImageEncoder(FreezableModule):
 
 
 @contextlib.contextmanager
-def _capture_attention(vit: VisionTransformer, indices: Sequence[int]) -> Iterator[dict[int, Tensor]]:
+def _capture_attention(vit: VisionTransformer, indices: Sequence[int],
+                       keep_explicit: bool = False) -> Iterator[dict[int, Tensor]]:
     """Within the block, the attention probabilities ``(B, heads, T, T)`` of blocks ``indices``.
 
     Those blocks switch to timm's explicit softmax path for the call (the fused kernel does not
     expose the probabilities) and a hook on their ``attn_drop`` records its input, i.e. the
     softmax output before dropout; gradients flow through it. Other blocks are untouched.
+    With ``keep_explicit`` (gradient checkpointing: the backward pass recomputes each block and
+    must repeat the operations of the forward pass) those blocks keep the explicit path after the
+    call, for good: the same values, without the fused kernel's saving.
     """
     captured: dict[int, Tensor] = {}
     handles, modules = [], []
@@ -158,5 +179,6 @@ def _capture_attention(vit: VisionTransformer, indices: Sequence[int]) -> Iterat
     finally:
         for handle in handles:
             handle.remove()
-        for attn, fused in modules:
-            attn.fused_attn = fused
+        if not keep_explicit:
+            for attn, fused in modules:
+                attn.fused_attn = fused
