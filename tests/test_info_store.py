@@ -6,6 +6,7 @@ import dataclasses
 import json
 import os
 import pickle
+import sys
 import tracemalloc
 from pathlib import Path
 from typing import Any
@@ -18,16 +19,8 @@ from collab_distill.data.dataset import PairedDataset
 from collab_distill.data.info_store import META_FILE, InfoSelection, InfoStore, store_path, write_info_store
 from collab_distill.data.infos import InfoFileError, load_infos
 
-TAG_CYCLE = (["clear"], ["night"], ["rain"], ["night", "rain"], ["fog"], ["snow"], ["night", "fog"])
-
-
-def tile_infos(info: dict[str, Any], n: int) -> dict[str, Any]:
-    """An info-file dict of ``n`` records in the real schema: ``info``'s records repeated (so every path
-    names a real file), each with its own token and scene, and condition tags cycling over TAG_CYCLE."""
-    records = info["samples"]
-    tiled = [{**records[k % len(records)], "token": f"{records[k % len(records)]['token']}-{k:06d}",
-              "scene_name": f"scene-{k // 40:04d}", "conditions": TAG_CYCLE[k % len(TAG_CYCLE)]} for k in range(n)]
-    return {**info, "samples": tiled}
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from _scale_data import TAG_CYCLE, tile_infos  # noqa: E402  (one definition, shared with bench/scale.py)
 
 
 def assert_same_sample(got: Any, want: Any, name: str = "sample") -> None:
