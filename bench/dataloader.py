@@ -1,6 +1,8 @@
 #!/usr/bin/env python
 """Benchmark: samples/s of the paired dataset + collate with 0, 1 and 2 DataLoader workers, and where
-the time of one sample goes (image decoding+resize, projection, voxelisation, the rest).
+the time of one sample goes (image decoding+resize, projection, voxelisation, the rest); then, with 0
+and 2 workers, float32 against uint8 images (data.image_dtype) and with against without points (the
+image-only methods' dataset, with_points=False).
 
   python bench/dataloader.py --info-dir data/synthetic/infos [key=value data overrides]
 Writes bench/results/dataloader.json and prints Markdown tables.
@@ -8,7 +10,9 @@ Writes bench/results/dataloader.json and prints Markdown tables.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
+import os
 import time
 from contextlib import contextmanager
 from pathlib import Path
@@ -60,6 +64,15 @@ def breakdown(dataset, collate, n: int) -> dict[str, float]:
     return {k: v / n for k, v in store.items()}
 
 
+def samples_per_s(dataset, collate, n: int, batch_size: int, workers: int) -> float:
+    """Samples/s of a DataLoader over the first ``n`` samples."""
+    loader = DataLoader(torch.utils.data.Subset(dataset, range(n)), batch_size=batch_size, collate_fn=collate,
+                        num_workers=workers)
+    t0 = time.perf_counter()
+    count = sum(len(b["tokens"]) for b in loader)
+    return count / (time.perf_counter() - t0)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--info-dir", type=Path, required=True)
@@ -79,17 +92,17 @@ def main() -> None:
     dataset = PairedDataset(cfg.data, seed=0)
     collate = Collate(cfg.data.voxel_size)
     n = min(args.samples, len(dataset))
-    subset = torch.utils.data.Subset(dataset, range(n))
-    rates = {}
-    for workers in (0, 1, 2):
-        loader = DataLoader(subset, batch_size=args.batch_size, collate_fn=collate, num_workers=workers)
-        t0 = time.perf_counter()
-        count = sum(len(b["tokens"]) for b in loader)
-        rates[workers] = count / (time.perf_counter() - t0)
+    rates = {workers: samples_per_s(dataset, collate, n, args.batch_size, workers) for workers in (0, 1, 2)}
     parts = breakdown(dataset, collate, n)
+    variants = {}
+    for label, dtype, points in (("float32 images, points", "float32", True), ("uint8 images, points", "uint8", True),
+                                 ("uint8 images, no points", "uint8", False)):
+        variant = PairedDataset(dataclasses.replace(cfg.data, image_dtype=dtype), seed=0, with_points=points)
+        variants[label] = {workers: samples_per_s(variant, collate, n, args.batch_size, workers) for workers in (0, 2)}
     report = {"info_dir": str(args.info_dir), "overrides": args.overrides, "samples": n,
               "image_size": list(cfg.data.image_size), "cameras": cfg.data.cameras,
-              "samples_per_s": rates, "seconds_per_sample": parts}
+              "samples_per_s": rates, "seconds_per_sample": parts, "variants_samples_per_s": variants,
+              "load_average": os.getloadavg()}
     args.out.parent.mkdir(parents=True, exist_ok=True)
     args.out.write_text(json.dumps(report, indent=2) + "\n")
     print(f"{n} samples, cameras {cfg.data.cameras}, images {tuple(cfg.data.image_size)}, with augmentation\n")
@@ -102,6 +115,9 @@ def main() -> None:
         if k != "total":
             print(f"| {k} | {1000 * v:.1f} | {100 * v / total:.0f}% |")
     print(f"| total | {1000 * total:.1f} | 100% |")
+    print("\n| dataset | 0 workers | 2 workers |\n|---|---:|---:|")
+    for label, r in variants.items():
+        print(f"| {label} | {r[0]:.1f} | {r[2]:.1f} |")
 
 
 if __name__ == "__main__":
