@@ -29,7 +29,7 @@ from torch import Tensor
 from collab_distill.data.degrade_image import IMAGE_DEGRADATIONS, Draws, ImageDegradation
 from collab_distill.data.degrade_lidar import LIDAR_DEGRADATIONS, LidarDegradation, LidarDegraded
 
-__all__ = ["IMAGE_DEGRADATIONS", "LIDAR_DEGRADATIONS", "SEVERITIES", "ImageSeed", "LidarDegraded",
+__all__ = ["CPU_CHUNK", "IMAGE_DEGRADATIONS", "LIDAR_DEGRADATIONS", "SEVERITIES", "ImageSeed", "LidarDegraded",
            "RandomDegraded", "Seed", "available_image_degradations", "available_lidar_degradations", "degrade_image",
            "degrade_lidar", "make_generator", "random_degradation"]
 
