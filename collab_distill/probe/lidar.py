@@ -95,7 +95,7 @@ def lidar_result_path(cfg: LidarProbeConfig) -> Path:
 
 
 def _split_data(cfg: LidarProbeConfig, split: str) -> DataConfig:
-    return dataclasses.replace(cfg.data, split=split, augment=False, max_points=0)
+    return dataclasses.replace(cfg.data, split=split, augment=False, max_points=0, image_dtype="float32")
 
 
 def build_stage1(cfg: LidarProbeConfig) -> nn.Module:
