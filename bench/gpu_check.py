@@ -7,6 +7,7 @@ Prepared for a session that has a GPU; never needed by the tests. One command:
   python bench/gpu_check.py                       # on a GPU: about 2-4 min; bench/results/gpu_check.json
   python bench/gpu_check.py --models vit_s14 vit_b14 --passes 10
   python bench/gpu_check.py --tiny                # CPU smoke run of the same code (~1-2 min on one core)
+  python bench/gpu_check.py --load-only --device cpu   # the data path at the shipped sizes, on a CPU
 
 What it does, in one process:
 
@@ -27,10 +28,11 @@ What it does, in one process:
      the stage-1 weights are an untrained export of the same architecture);
    * ``stage2 ckpt``: the same with ``model.image.grad_checkpointing=true``;
 
-5. times the loading of one sample on one CPU core, in this process (``dataset[i]`` plus the collate:
-   JPEG decoding or store reading, the 10 sweeps, projection, voxelisation), for the live and the store
-   path, and from it the DataLoader workers one GPU needs to keep up: load seconds per sample x samples
-   per step / step seconds.
+5. times the loading on one CPU core, in this process (``dataset[i]`` plus the collate: JPEG decoding or
+   store reading, the sweeps, projection, voxelisation), for stage 1 live, stage 1 with the store and
+   stage 2, with the LiDAR points per sample, and from it the DataLoader workers one GPU needs to keep
+   up: load seconds per sample x samples per step / step seconds. ``--load-only`` does the store build
+   and this part only (no training step, cheap on a CPU at the shipped sizes).
 
 It prints each result as it comes and rewrites the JSON after each one, so a run cut short keeps what it
 measured. Peak memory is ``torch.cuda.max_memory_allocated`` per variant (reset before each).
@@ -80,30 +82,53 @@ def per_gpu_batch(cfg: Any) -> int:
     return max(1, cfg.train.batch_size // (TARGET_GPUS * cfg.train.grad_accum))
 
 
-class Variant:
-    """One method built from a config with its optimiser and device batches; :meth:`step` times one step."""
+class RunData:
+    """A config's dataset, collate and per-GPU batch, as a training process reads them."""
 
-    def __init__(self, cfg: Any, device: torch.device, samples: int) -> None:
-        import torch
-        from accelerate.utils import send_to_device
-
+    def __init__(self, cfg: Any) -> None:
         from collab_distill.data.collate import Collate
         from collab_distill.data.dataset import PairedDataset
-        from collab_distill.engine.optim import build_optimizer
-        from collab_distill.methods.common import float_images
-        from collab_distill.methods.registry import build_method, method_class
+        from collab_distill.methods.registry import method_class
 
-        self.device, self.batch = device, per_gpu_batch(cfg)
-        # the autocast dtype (fp16 without a loss scaler: the same work, and only the time is measured)
-        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.mixed_precision)
+        self.batch = per_gpu_batch(cfg)
         self.dataset = PairedDataset(cfg.data, seed=0, teacher_store=getattr(cfg.method, "teacher_store", ""),
                                      with_points=method_class(cfg.method.name).needs_points)
         self.collate = Collate(cfg.data.voxel_size)
+
+    def batches(self, samples: int) -> list[dict]:
+        """Collated per-GPU batches covering ``samples`` samples (cycling through the dataset)."""
         keys = [[(i * self.batch + j) % len(self.dataset) for j in range(self.batch)]
                 for i in range(max(1, samples // self.batch))]
+        return [self.collate([self.dataset[k] for k in ks]) for ks in keys]
+
+    def loading(self, samples: int) -> dict[str, float]:
+        """Loading on one core in this process (``dataset[i]`` and the collate: images or stored maps, the
+        sweeps, projection, voxels): seconds and LiDAR points per sample."""
+        n = min(samples, len(self.dataset))
+        t0, points = time.perf_counter(), 0
+        for start in range(0, n, self.batch):
+            batch = self.collate([self.dataset[i] for i in range(start, min(n, start + self.batch))])
+            points += len(batch["points"]) if "points" in batch else 0
+        return {"load_s_per_sample_one_core": (time.perf_counter() - t0) / n, "points_per_sample": points / n}
+
+
+class Variant:
+    """One method built from a config with its optimiser and device batches; :meth:`step` times one step."""
+
+    def __init__(self, cfg: Any, data: RunData, device: torch.device, samples: int) -> None:
+        import torch
+        from accelerate.utils import send_to_device
+
+        from collab_distill.engine.optim import build_optimizer
+        from collab_distill.methods.common import float_images
+        from collab_distill.methods.registry import build_method
+
+        self.device, self.batch = device, data.batch
+        # the autocast dtype (fp16 without a loss scaler: the same work, and only the time is measured)
+        self.dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.train.mixed_precision)
         cuda = device.type == "cuda"
-        self.batches = [float_images(send_to_device(self._pinned(self.collate([self.dataset[k] for k in ks]), cuda),
-                                                    device, non_blocking=True)) for ks in keys]
+        self.batches = [float_images(send_to_device(self._pinned(b, cuda), device, non_blocking=True))
+                        for b in data.batches(samples)]
         torch.manual_seed(cfg.experiment.seed)
         self.method = build_method(cfg).to(device).train()
         self.optimizer = build_optimizer(self.method, cfg.optim)
@@ -129,14 +154,6 @@ class Variant:
         self.optimizer.zero_grad(set_to_none=True)
         self.sync()
         return [t1 - t0, t2 - t1, time.perf_counter() - t2]
-
-    def load_seconds_per_sample(self, samples: int) -> float:
-        """Loading on one core in this process: ``dataset[i]`` and the collate, seconds per sample."""
-        n = min(samples, len(self.dataset))
-        t0 = time.perf_counter()
-        for start in range(0, n, self.batch):
-            self.collate([self.dataset[i] for i in range(start, min(n, start + self.batch))])
-        return (time.perf_counter() - t0) / n
 
 
 def time_variant(variant: Variant, passes: int) -> dict[str, Any]:
@@ -183,7 +200,8 @@ def check_model(model: str, info_dir: Path, work: Path, args: argparse.Namespace
     build_teacher_store(live_cfg, store, batch_size=args.store_batch, progress=False)
     seconds, rows = time.perf_counter() - t0, FeatureStore(store).rows
     record(f"{model} store build", {"images": rows, "seconds": seconds, "images_per_s": rows / seconds})
-    build_method(live_cfg).export(stage1_weights)   # stage 2 reads an (untrained) stage 1 of this architecture
+    if not args.load_only:
+        build_method(live_cfg).export(stage1_weights)   # stage 2 reads an (untrained) stage 1 of this architecture
     variants = {
         "stage1 live": live_cfg,
         "stage1 store": load_run(model, "stage1", info_dir, [f"method.teacher_store={store}", *args.overrides],
@@ -195,14 +213,17 @@ def check_model(model: str, info_dir: Path, work: Path, args: argparse.Namespace
                                 args.tiny),
     }
     for name, cfg in variants.items():
-        variant = Variant(cfg, device, args.samples)
-        result = time_variant(variant, args.passes)
-        if name in ("stage1 live", "stage1 store"):
-            load_s = variant.load_seconds_per_sample(args.samples)
-            result["load_s_per_sample_one_core"] = load_s
-            result["workers_to_keep_up"] = load_s * result["samples_per_step"] / result["median_step_s"]
-        release(variant)
-        record(f"{model} {name}", result)
+        data = RunData(cfg)
+        result = {} if name == "stage2 ckpt" else data.loading(args.samples)   # stage 2's data
+        if not args.load_only:
+            variant = Variant(cfg, data, device, args.samples)
+            result.update(time_variant(variant, args.passes))
+            release(variant)
+            if "load_s_per_sample_one_core" in result:
+                result["workers_to_keep_up"] = (result["load_s_per_sample_one_core"] * result["samples_per_step"]
+                                                / result["median_step_s"])
+        if result:
+            record(f"{model} {name}", result)
 
 
 def main() -> None:
@@ -214,6 +235,8 @@ def main() -> None:
     parser.add_argument("--passes", type=int, default=0, help="timed passes over the batches (default 5; --tiny 1)")
     parser.add_argument("--store-batch", type=int, default=24, help="images per teacher pass of the store build")
     parser.add_argument("--info-dir", type=Path, help="a prepared world instead of generating one")
+    parser.add_argument("--load-only", action="store_true",
+                        help="only the store build and the loading per sample (no training step: cheap on a CPU)")
     parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "gpu_check.json")
     parser.add_argument("overrides", nargs="*", help="config overrides for every variant (key=value)")
     args = parser.parse_args()
@@ -227,7 +250,7 @@ def main() -> None:
 
     device = torch.device("cuda" if args.device == "auto" and torch.cuda.is_available()
                           else "cpu" if args.device == "auto" else args.device)
-    args.tiny = args.tiny or device.type != "cuda"
+    args.tiny = args.tiny or (device.type != "cuda" and not args.load_only)
     args.samples = args.samples or (2 if args.tiny else 8)
     args.passes = args.passes or (1 if args.tiny else 5)
     report: dict[str, Any] = {
@@ -253,16 +276,20 @@ def main() -> None:
             record("world", {"keyframes": args.samples, "seconds": time.perf_counter() - start})
         for model in args.models:
             check_model(model, info_dir, Path(tmp), args, device, record)
-    print("\n| step | samples (images) per step | median step | fwd / bwd / optim | peak MiB | load per sample, "
-          "1 core | workers to keep up |\n|---|---:|---:|---|---:|---:|---:|")
-    for name, r in report["results"].items():
-        if "median_step_s" not in r:
-            continue
-        peak = "-" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"
-        load = r.get("load_s_per_sample_one_core")
-        loading = "- | -" if load is None else f"{load:.3f} s | {r['workers_to_keep_up']:.1f}"
-        print(f"| {name} | {r['samples_per_step']} ({r['images_per_step']}) | {r['median_step_s']:.3f} s | "
-              f"{r['forward_s']:.3f} / {r['backward_s']:.3f} / {r['optimizer_s']:.3f} | {peak} | {loading} |")
+    results = report["results"]
+    steps = {name: r for name, r in results.items() if "median_step_s" in r}
+    if steps:
+        print("\n| step | samples (images) per GPU | median step | fwd / bwd / optim | peak MiB |\n|---|---:|---:|---|---:|")
+        for name, r in steps.items():
+            peak = "-" if r["peak_mib"] is None else f"{r['peak_mib']:.0f}"
+            print(f"| {name} | {r['samples_per_step']} ({r['images_per_step']}) | {r['median_step_s']:.3f} s | "
+                  f"{r['forward_s']:.3f} / {r['backward_s']:.3f} / {r['optimizer_s']:.3f} | {peak} |")
+    print("\n| data of | LiDAR points per sample | load per sample, 1 core | workers to keep up one GPU |\n"
+          "|---|---:|---:|---:|")
+    for name, r in results.items():
+        if "load_s_per_sample_one_core" in r:
+            workers = f"{r['workers_to_keep_up']:.1f}" if "workers_to_keep_up" in r else "-"
+            print(f"| {name} | {r['points_per_sample']:.0f} | {r['load_s_per_sample_one_core']:.3f} s | {workers} |")
     print(f"\n{report['seconds']:.0f} s in all; wrote {args.out}")
 
 
