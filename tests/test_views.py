@@ -2,12 +2,18 @@
 per-image path it replaces (same outputs on the CPU), determinism per seed, independence from the batch."""
 from __future__ import annotations
 
+import sys
+from pathlib import Path
+
 import pytest
 import torch
 from test_degrade import synthetic_images
 
-from collab_distill.data.degrade import CPU_CHUNK, available_image_degradations, degrade_image
-from collab_distill.methods.views import degraded_view, image_generator, jittered_view
+from collab_distill.data.degrade import CPU_CHUNK, available_image_degradations
+from collab_distill.methods.views import degraded_view, jittered_view
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "bench"))
+from degrade_batch import per_image_view  # the per-image path it replaced, which the bench also times
 
 NAMES = available_image_degradations()
 
@@ -28,25 +34,12 @@ def _sub_batch(batch: dict, rows: list[int]) -> dict:
             "tokens": [batch["tokens"][s] for s in samples], "cameras": [batch["cameras"][r] for r in rows]}
 
 
-def per_image_reference(batch: dict, names: list[str], severities: list[int], seed: int, view: str) -> torch.Tensor:
-    """The path the batched view replaced: image by image, each with its own generator, which draws the
-    name, then the severity, then the degradation's values."""
-    images = batch["images"]
-    out = torch.empty_like(images)
-    for i in range(len(images)):
-        gen = image_generator(batch, i, seed, view)
-        name = names[int(torch.randint(len(names), (1,), generator=gen))]
-        severity = severities[int(torch.randint(len(severities), (1,), generator=gen))]
-        out[i] = degrade_image(images[i:i + 1], name, severity, gen)[0]
-    return out
-
-
 @pytest.mark.parametrize("severity", [2, 4])
 @pytest.mark.parametrize("name", NAMES)
 def test_batched_view_equals_the_per_image_path(name, severity):
     batch = _batch(synthetic_images(CPU_CHUNK + 2, 40, 72))          # a group of more than one chunk
     batched = degraded_view(batch, [name], [severity], seed=5, view="student")
-    reference = per_image_reference(batch, [name], [severity], seed=5, view="student")
+    reference = per_image_view(batch, [name], [severity], seed=5, view="student")
     assert batched.shape == reference.shape and batched.dtype == torch.float32
     torch.testing.assert_close(batched, reference, atol=1e-5, rtol=0)
     assert not torch.equal(batched, batch["images"])
@@ -55,7 +48,7 @@ def test_batched_view_equals_the_per_image_path(name, severity):
 def test_mixed_names_and_severities_equal_the_per_image_path():
     batch = _batch(synthetic_images(12, 32, 48))
     batched = degraded_view(batch, NAMES, [1, 3, 5], seed=0, view="teacher")
-    torch.testing.assert_close(batched, per_image_reference(batch, NAMES, [1, 3, 5], 0, "teacher"), atol=1e-5, rtol=0)
+    torch.testing.assert_close(batched, per_image_view(batch, NAMES, [1, 3, 5], 0, "teacher"), atol=1e-5, rtol=0)
 
 
 def test_views_are_deterministic_per_seed_and_view():
