@@ -1,7 +1,7 @@
 """Config schemas of the models; :class:`ModelConfig` is the ``model:`` section of a run config.
 
 Defaults are the small CPU presets; docs/models.md ("Config") shows the GPU-sized settings (DINOv2
-ViT-S/14 teacher, SpUNet-sized LiDAR encoder) as a ``model:`` section.
+ViT-S/14 teacher, SpUNet-sized LiDAR encoder) as a ``model:`` section, and ``configs/nuscenes/`` ships them.
 """
 from __future__ import annotations
 
