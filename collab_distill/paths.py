@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import os
 import re
+import shutil
 from pathlib import Path
 
 from collab_distill.errors import UserError
@@ -60,3 +61,16 @@ def join_inside(root: str | Path, relative: str | Path) -> Path:
     if os.path.isabs(normal) or normal == os.pardir or normal.startswith(os.pardir + os.sep):
         raise UnsafePathError(f"{str(relative)!r} leads outside {root}")
     return Path(root) / normal
+
+
+def replace_folder(new: str | Path, path: str | Path) -> None:
+    """Move the finished folder ``new`` to ``path``, replacing what is there: the old folder is first
+    renamed aside (``.<name>.<pid>.old``), so ``path`` always holds a complete folder, and removed last.
+    ``new`` and ``path`` must be on one file system (build ``new`` beside ``path``)."""
+    path = Path(path)
+    old = path.with_name(f".{path.name}.{os.getpid()}.old")
+    shutil.rmtree(old, ignore_errors=True)
+    if path.exists():
+        os.replace(path, old)
+    os.replace(new, path)
+    shutil.rmtree(old, ignore_errors=True)

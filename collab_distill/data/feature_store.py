@@ -37,6 +37,7 @@ import numpy as np
 
 from collab_distill.data.info_store import InfoStore
 from collab_distill.errors import UserError
+from collab_distill.paths import replace_folder
 
 STORE_VERSION = 1
 META_FILE = "meta.json"
@@ -227,12 +228,7 @@ def finish_build(folder: Path, path: Path) -> None:
             raise FeatureStoreError(f"{folder}: shard {rank} has {done} of "
                                     f"{shard_size(meta['rows'], meta['processes'], rank)} rows; run the build again")
     _write_json(folder / META_FILE, {**meta, "complete": True})
-    old = path.with_name(f".{path.name}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if path.exists():
-        os.replace(path, old)
-    os.replace(folder, path)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_folder(folder, path)
 
 
 # --------------------------------------------------------------------------------------------

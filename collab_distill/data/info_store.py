@@ -49,6 +49,7 @@ import numpy as np
 
 from collab_distill.data.conditions import CONDITION_TAGS
 from collab_distill.data.infos import CAMERA_ORDER, SCHEMA_VERSION, CameraInfo, InfoFileError, SampleInfo, SweepInfo
+from collab_distill.paths import replace_folder
 
 STORE_VERSION = 2  # 2: previous LiDAR sweeps
 META_FILE = "meta.json"
@@ -141,12 +142,7 @@ def write_info_store(path: str | Path, info: Mapping[str, Any]) -> None:
             "split": info["split"], "dataroot": info["dataroot"], "num_samples": len(records), "cameras": cameras,
             "sweeps": sweeps, "conditions": list(CONDITION_TAGS), "arrays": entries}
     (tmp / META_FILE).write_text(json.dumps(meta, indent=1))  # last: a store without it is incomplete
-    old = path.with_name(f".{path.name}.{os.getpid()}.old")
-    shutil.rmtree(old, ignore_errors=True)
-    if path.exists():
-        os.replace(path, old)
-    os.replace(tmp, path)
-    shutil.rmtree(old, ignore_errors=True)
+    replace_folder(tmp, path)
 
 
 # --------------------------------------------------------------------------------------------

@@ -19,12 +19,12 @@ sibling, so after a crash ``--resume auto`` on ``<name>`` would continue the old
 from __future__ import annotations
 
 import logging
-import os
 import shutil
 from dataclasses import dataclass
 from pathlib import Path
 
 from collab_distill.errors import UserError
+from collab_distill.paths import replace_folder
 
 log = logging.getLogger(__name__)
 
@@ -56,11 +56,7 @@ class RunFolder:
         """Swap the finished run into ``final`` (main process, after the last write)."""
         if not self.replaces:
             return
-        aside = self.final.with_name(f".{self.final.name}.replaced-{os.getpid()}")
-        if self.final.exists():
-            os.replace(self.final, aside)
-        os.replace(self.work, self.final)
-        shutil.rmtree(aside, ignore_errors=True)
+        replace_folder(self.work, self.final)
         log.info("replaced the previous run in %s", self.final)
 
 
