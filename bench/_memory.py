@@ -115,8 +115,8 @@ class TreeMonitor:
     parent's has not) is ``rank <r>``; a child that kept its parent's command line (forked: a
     DataLoader worker) is ``<parent's role> worker <i>`` (``worker <i>`` under the root), ``i``
     counting those children in the order they started; any other (a program it ran, e.g. ``git``) is
-    ``<parent's role> helper <program>``. (Whether a child ran a program is known only once it has,
-    hence naming at the end.)
+    ``<parent's role> helper <program>``. (Whether a child is a rank or ran a program is known only
+    once it has exec'd, hence checks at every sample and naming at the end.)
     """
 
     def __init__(self, pid: int, root_role: str = "main", interval: float = 0.05, rollup_every: float = 1.0) -> None:
@@ -135,12 +135,11 @@ class TreeMonitor:
             pid = stack.pop(0)
             order.append(pid)
             for kid in children(pid):
-                if kid not in self.peaks:
-                    self.peaks[kid] = Peak(pid)
+                peak = self.peaks.setdefault(kid, Peak(pid))
+                if kid not in self.ranks and pid not in self.ranks:  # until it has exec'd with its environment
                     rank = local_rank(kid)
                     if rank is not None and local_rank(pid) is None:
                         self.ranks[kid] = rank
-                peak = self.peaks[kid]
                 program = command(kid)
                 if not peak.program and kid not in self.ranks and program and program != command(pid):
                     peak.program = Path(program.split(b"\0")[0].decode(errors="replace")).name

@@ -5,7 +5,7 @@ and the teacher-feature store (issue 15) against today's path before them, measu
 Targets (issue 15): peak memory per process flat in N (within 10 % from 1k to 28k train samples), at
 most 3 GB per rank at 28k.
 
-One command, about 6 minutes on 2 cores (``--quick``: N = 1k and 7k, about 2 minutes). It generates a
+One command, about 4 minutes on 2 cores (``--quick``: N = 1k and 7k, about 2.5 minutes). It generates a
 small synthetic world once in a temporary folder (``configs/synthetic/tiny.yaml`` with nuScenes' 9
 LiDAR sweeps between keyframes and 4 keyframes per scene) and prepares it; the pool is one train
 record with a full chain of 9 previous sweeps (its 6 images, LiDAR and sweep files are real), so each
@@ -13,8 +13,8 @@ step does the same work at every N and only N changes. Per N
 (1,000, 7,000 and 28,130 samples: trainval's train split) the pool is tiled to N records in the real
 schema with distinct tokens (``bench/_scale_data.py::tile_infos``), written as the JSON export and the
 info store by prepare's writers, and then, each in a fresh process whose whole tree is sampled every
-0.1 s (``bench/_memory.py``: PSS and USS from ``/proc/<pid>/smaps_rollup``, the peak RSS from
-``VmHWM``):
+50 ms (``bench/_memory.py``: PSS and USS from ``/proc/<pid>/smaps_rollup`` at each new RSS maximum and
+every second, the peak RSS from ``VmHWM``):
 
 1. **info loading**: a ``PairedDataset`` on the info store, then 64 records read at random; and today's
    path, the same dataset holding the parsed JSON (``load_infos``, as before the store);
@@ -38,10 +38,11 @@ info store by prepare's writers, and then, each in a fresh process whose whole t
 Printed per N: each process of each phase (``main``, ``launcher``, ``rank r``, ``... worker i``) with
 its peak PSS, USS, anonymous PSS and peak RSS, today's path beside the store's; then, across N, the
 largest process of each kind (the two ranks read different batches, so rank 0 and rank 1 trade
-places between runs) and the verdict for each of PSS, USS and anonymous PSS: file-backed pages
-(libraries) count in a process's PSS and USS according to how many *other* processes on the machine
-map the same files, so on a shared machine the anonymous PSS is the steadiest measure of what a
-process itself holds. The CPU model, load average and ``OMP_NUM_THREADS`` go with the numbers into
+places between runs) and the verdict for each of PSS, USS and anonymous PSS. File-backed pages count
+in a process's PSS and USS too: libraries (according to how many *other* processes on the machine map
+them) and the pages of the memory-mapped info and feature stores it has touched (page cache: clean,
+shared, reclaimable; the kernel maps a read-ahead window around each touched record), so the
+anonymous PSS is the measure of what a process itself holds (docs/benchmarks.md). The CPU model, load average and ``OMP_NUM_THREADS`` go with the numbers into
 ``bench/results/scale.json``.
 
   OMP_NUM_THREADS=1 python bench/scale.py            # N = 1k, 7k, 28k
