@@ -119,7 +119,7 @@ class TreeMonitor:
     once it has exec'd, hence checks at every sample and naming at the end.)
     """
 
-    def __init__(self, pid: int, root_role: str = "main", interval: float = 0.05, rollup_every: float = 1.0) -> None:
+    def __init__(self, pid: int, root_role: str = "main", interval: float = 0.02, rollup_every: float = 1.0) -> None:
         self.pid, self.root_role, self.interval, self.rollup_every = pid, root_role, interval, rollup_every
         self.peaks: dict[int, Peak] = {pid: Peak(0)}
         self.ranks: dict[int, str] = {}
@@ -194,7 +194,7 @@ class TreeMonitor:
                 if p.samples}
 
 
-def sample_until_exit(pid: int, wait: Callable[[], object], root_role: str = "main", interval: float = 0.05) -> dict:
+def sample_until_exit(pid: int, wait: Callable[[], object], root_role: str = "main", interval: float = 0.02) -> dict:
     """Monitor ``pid``'s tree while ``wait()`` (which returns when the process has ended) runs; returns
     ``{"processes": per role, "total_pss_peak": bytes, "seconds": wall time}``."""
     start = time.perf_counter()

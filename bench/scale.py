@@ -13,7 +13,7 @@ step does the same work at every N and only N changes. Per N
 (1,000, 7,000 and 28,130 samples: trainval's train split) the pool is tiled to N records in the real
 schema with distinct tokens (``bench/_scale_data.py::tile_infos``), written as the JSON export and the
 info store by prepare's writers, and then, each in a fresh process whose whole tree is sampled every
-50 ms (``bench/_memory.py``: PSS and USS from ``/proc/<pid>/smaps_rollup`` at each new RSS maximum and
+20 ms (``bench/_memory.py``: PSS and USS from ``/proc/<pid>/smaps_rollup`` at each new RSS maximum and
 every second, the peak RSS from ``VmHWM``):
 
 1. **info loading**: a ``PairedDataset`` on the info store, then 64 records read at random; and today's
@@ -310,7 +310,7 @@ def cache_extrapolation(phase: dict[str, Any], n: int) -> dict[str, float]:
             "all_images_cache_gib_vits": n * CAMERAS * VITS_MAP_BYTES / 2**30}
 
 
-METRICS = ("pss", "uss", "pss_anon")
+METRICS = ("pss", "uss", "pss_anon", "rss_peak")
 
 
 def kind(role: str) -> str:
@@ -387,7 +387,7 @@ def markdown(report_: dict[str, Any]) -> str:
                     f"{c['epoch_cache_gib_tiny']:.2f} GiB with the tiny teacher ({c['map_bytes'] / 1024:.0f} KiB per "
                     f"map), {c['epoch_cache_gib_vits']:.1f} GiB with ViT-S/14 at 224x448; every image (after a few "
                     f"epochs): {c['all_images_cache_gib_vits']:.1f} GiB per rank with ViT-S/14."]
-    out += ["", "### Peak PSS / USS / anonymous PSS across N (the largest process of each kind)", "",
+    out += ["", "### Peak PSS / USS / anonymous PSS / RSS across N (the largest process of each kind)", "",
             "| phase | process | " + " | ".join(f"N = {n:,}" for n in sizes) + " | largest / smallest |",
             "|---|---|" + "---:|" * (len(sizes) + 1)]
     for key, row in report_["flatness"].items():
@@ -396,7 +396,7 @@ def markdown(report_: dict[str, Any]) -> str:
         out.append(f"| {key} | {cells} | {ratio} |")
     v = report_["verdict"]
     out.append("")
-    for metric, name in zip(METRICS, ("PSS", "USS", "anonymous PSS")):
+    for metric, name in zip(METRICS, ("PSS", "USS", "anonymous PSS", "RSS (VmHWM)")):
         f = v[f"flat_{metric}"]
         out.append(f"**Flat in N, {name}** (every process of the store path within {FLAT:.2f}x from N = {sizes[0]:,} "
                    f"to {sizes[-1]:,}): largest ratio {f['ratio']:.3f} ({f['worst']}): "
