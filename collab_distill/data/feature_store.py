@@ -235,9 +235,14 @@ def finish_build(folder: Path, path: Path) -> None:
 # Reading
 # --------------------------------------------------------------------------------------------
 class FeatureStore:
-    """A complete teacher-feature store, memory-mapped (nothing is read at open; pages are shared).
+    """A complete teacher-feature store (nothing is read at open).
 
-    Pickles by path: a DataLoader worker started with ``spawn`` maps the files again.
+    Rows are read with ``os.pread`` into a fresh array, not through a memory map: the file pages stay
+    in the kernel's page cache, shared by every rank and worker, and never count in a process's own
+    memory (a memory map would keep every page it touched mapped, so a worker's PSS/RSS would climb
+    towards the store's size over an epoch). Pickles by path: a DataLoader worker started with
+    ``spawn`` opens the files again; ``pread`` reads at an offset, so descriptors inherited by a
+    forked worker are safe to share.
 
     Args:
         path: the store folder (``method.teacher_store``).
@@ -266,7 +271,7 @@ class FeatureStore:
             raise FeatureStoreError(f"{self.path / META_FILE}: malformed ({exc.__class__.__name__}: {exc}); "
                                     f"{BUILD_HINT} (--overwrite)") from None
         self._index: np.ndarray | None = None
-        self._shards: list[tuple[np.ndarray, np.ndarray]] | None = None
+        self._fds: list[tuple[int, int]] | None = None   # per shard: maps and K file descriptors
         self._check_sizes()
 
     def _check_sizes(self) -> None:
@@ -292,16 +297,35 @@ class FeatureStore:
             self._index = np.load(self.path / INDEX_FILE, mmap_mode="r", allow_pickle=False)
         return self._index
 
-    def _shard(self, rank: int) -> tuple[np.ndarray, np.ndarray]:
-        if self._shards is None:
-            self._shards = []
-            for p in range(self.processes):
-                size, (maps, k, _) = shard_size(self.rows, self.processes, p), _shard_files(self.path, p)
-                self._shards.append((np.memmap(maps, MAP_DTYPE, "r", shape=(size, *self.map_shape)) if size else
-                                     np.zeros((0, *self.map_shape), MAP_DTYPE),
-                                     np.memmap(k, K_DTYPE, "r", shape=(size, 3, 3)) if size else
-                                     np.zeros((0, 3, 3), K_DTYPE)))
-        return self._shards[rank]
+    def _files(self, rank: int) -> tuple[int, int]:
+        """Descriptors of shard ``rank``'s maps and ``K`` files, opened on first use."""
+        if self._fds is None:
+            self._fds = [(os.open(maps, os.O_RDONLY), os.open(k, os.O_RDONLY))
+                         for maps, k, _ in (_shard_files(self.path, p) for p in range(self.processes))]
+        return self._fds[rank]
+
+    def close(self) -> None:
+        """Close the shard files (reading again opens them again)."""
+        for fds in getattr(self, "_fds", None) or ():  # also when __init__ stopped before opening any
+            for fd in fds:
+                os.close(fd)
+        self._fds = None
+
+    def __del__(self) -> None:
+        self.close()
+
+    def _read(self, rows: Sequence[int], which: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
+        """``(len(rows), *shape)``: the stored rows from the maps (``which`` 0) or ``K`` (1) files."""
+        nbytes = int(np.prod(shape)) * dtype.itemsize
+        out = np.empty((len(rows), *shape), dtype)
+        for i, row in enumerate(rows):
+            rank, position = row % self.processes, row // self.processes
+            data = os.pread(self._files(rank)[which], nbytes, position * nbytes)
+            if len(data) != nbytes:
+                raise FeatureStoreError(f"{_shard_files(self.path, rank)[which]}: cut short (row {position}); "
+                                        f"{BUILD_HINT} (--overwrite)")
+            out[i] = np.frombuffer(data, dtype).reshape(shape)
+        return out
 
     def _rows(self, sample_index: int, slots: Sequence[int]) -> list[int]:
         rows = [int(r) for r in self.index[int(sample_index), list(slots)]]
@@ -315,16 +339,12 @@ class FeatureStore:
     def maps(self, sample_index: int, slots: Sequence[int]) -> np.ndarray:
         """``(M, D, h, w)`` float16 teacher patch maps of info-store sample ``sample_index`` at camera
         ``slots`` (indices into the info store's cameras), a copy."""
-        rows = self._rows(sample_index, slots)
-        return np.stack([self._shard(r % self.processes)[0][r // self.processes] for r in rows]) if rows \
-            else np.zeros((0, *self.map_shape), MAP_DTYPE)
+        return self._read(self._rows(sample_index, slots), 0, MAP_DTYPE, self.map_shape)
 
     def intrinsics(self, sample_index: int, slots: Sequence[int]) -> np.ndarray:
         """``(M, 3, 3)`` float64 ``K`` of the images the :meth:`maps` were computed from (after the
         evaluation resize and centre crop)."""
-        rows = self._rows(sample_index, slots)
-        return np.stack([self._shard(r % self.processes)[1][r // self.processes] for r in rows]) if rows \
-            else np.zeros((0, 3, 3), K_DTYPE)
+        return self._read(self._rows(sample_index, slots), 1, K_DTYPE, (3, 3))
 
     def check_teacher(self, identity: Mapping[str, Any]) -> None:
         """Refuse a store of another teacher: ``identity`` (architecture, weights sha256, image size,
