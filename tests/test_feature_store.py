@@ -207,3 +207,16 @@ def test_two_processes_write_one_shard_each_and_give_the_same_maps(store, textur
         np.testing.assert_allclose(two.maps(sample, slots).astype(np.float32), one.maps(sample, slots).astype(np.float32),
                                    rtol=1e-2, atol=2e-3)
         assert np.array_equal(two.intrinsics(sample, slots), one.intrinsics(sample, slots))
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="needs /proc/self/maps (Linux)")
+def test_reading_every_row_maps_no_file_of_the_store(store):
+    features = FeatureStore(store)
+    index = features.index
+    for sample in range(len(index)):
+        slots = [s for s in range(index.shape[1]) if index[sample, s] >= 0]
+        assert features.maps(sample, slots).shape == (len(slots), *features.map_shape)
+        assert features.intrinsics(sample, slots).shape == (len(slots), 3, 3)
+    prefix = f"{Path(store).resolve()}/"
+    assert [line for line in Path("/proc/self/maps").read_text().splitlines() if prefix in line] == []
+    features.close()

@@ -1,4 +1,4 @@
-"""Info store: the memory-mapped records equal the JSON export exactly, select like InfoFile.filter,
+"""Info store: the records (read row by row with pread) equal the JSON export exactly, select like InfoFile.filter,
 refuse a damaged store in one line, and cost O(1) memory and pickle size per process."""
 from __future__ import annotations
 
@@ -190,3 +190,65 @@ def test_memory_and_pickle_size_do_not_grow_with_the_sample_count(textured_infos
     assert big.samples[len(big) - 1].token.endswith(f"-{big.samples.indices[-1]:06d}")
     item, again = big[len(big) - 1], copy[len(big) - 1]
     assert item["token"] == again["token"] and np.array_equal(item["points"], again["points"])
+
+
+def _mapped_lines(folder: Path) -> list[str]:
+    """The lines of ``/proc/self/maps`` that map a file under ``folder``."""
+    prefix = f"{Path(folder).resolve()}/"
+    return [line for line in Path("/proc/self/maps").read_text().splitlines() if prefix in line]
+
+
+@pytest.mark.skipif(not Path("/proc/self/maps").is_file(), reason="needs /proc/self/maps (Linux)")
+def test_reading_every_sample_maps_no_file_of_the_store(big_store):
+    folder, n = big_store
+    store = InfoStore(store_path(folder, "train"))
+    tokens = {store.sample(i).token for i in range(n)}
+    assert len(tokens) == n
+    assert len(store.select(["night"])) and store.present_conditions()
+    assert _mapped_lines(folder) == []  # rows are read with pread: the pages stay in the page cache only
+    copy = pickle.loads(pickle.dumps(store))
+    assert copy.sample(n - 1).token == store.sample(n - 1).token and _mapped_lines(folder) == []
+    store.close()
+    assert store.sample(3).token == copy.sample(3).token  # reading after close opens the files again
+
+
+@pytest.mark.parametrize("version", [(1, 0), (2, 0)])
+def test_row_file_round_trips_npy_rows_bit_for_bit(tmp_path, version):
+    from collab_distill.data.rows import RowFile
+
+    rng = np.random.default_rng(0)
+    arrays = {"f64": rng.standard_normal((7, 4, 4)), "i32": rng.integers(-9, 9, (5, 3, 2), dtype=np.int32),
+              "u8": rng.integers(0, 255, 11, dtype=np.uint8), "bool": rng.random((6, 3)) > 0.5,
+              "empty": np.zeros((0, 3), np.float32), "no_columns": np.zeros((4, 0, 4), np.float64),
+              "big_endian": np.arange(6, dtype=">i8").reshape(3, 2)}
+    arrays["f64"][0, 0, 0], arrays["f64"][0, 0, 1] = np.nan, -0.0
+    for name, array in arrays.items():
+        path = tmp_path / f"{name}.npy"
+        with open(path, "wb") as f:
+            np.lib.format.write_array(f, array, version=version, allow_pickle=False)
+        rows = RowFile.npy(path)
+        assert rows.shape == array.shape and rows.dtype == array.dtype and rows.end == path.stat().st_size, name
+        assert rows.all().tobytes() == array.tobytes(), name
+        for i in range(len(array)):
+            assert rows.row(i).tobytes() == array[i].tobytes(), (name, i)
+        order = list(range(len(array)))[::-1]
+        assert rows.take(order).tobytes() == array[order].tobytes(), name
+        if len(array) >= 3:
+            assert rows.read(1, 3).tobytes() == array[1:3].tobytes(), name
+        with pytest.raises(IndexError):
+            rows.row(len(array))
+        copy = pickle.loads(pickle.dumps(rows))  # by path, opened again
+        assert copy.all().tobytes() == array.tobytes(), name
+        rows.close()
+        rows.close()
+        assert rows.all().tobytes() == array.tobytes(), name  # reopened
+    raw = tmp_path / "raw.f16"
+    raw.write_bytes(rng.standard_normal((4, 2, 3)).astype(np.float16).tobytes())
+    rows = RowFile(raw, np.float16, (2, 3))  # a raw file: offset 0, rows from its size
+    assert rows.rows == 4 and rows.all().tobytes() == raw.read_bytes()
+    raw.write_bytes(raw.read_bytes()[:-1])  # cut short
+    with pytest.raises(EOFError, match="cut short"):
+        rows.row(3)
+    with pytest.raises(ValueError, match="Fortran"):
+        np.save(tmp_path / "fortran.npy", np.asfortranarray(np.ones((2, 3))))
+        RowFile.npy(tmp_path / "fortran.npy")

@@ -1,9 +1,10 @@
 """The teacher-feature store: the frozen teacher's patch maps of every (sample, camera), on disk.
 
 Stage 1 distils a frozen teacher, so its patch map of each image is the same every epoch. The
-store holds them once, in float16, memory-mapped: stage 1 reads them in the DataLoader workers
-instead of decoding JPEGs and running the teacher, every rank and worker shares the pages through
-the page cache, and nothing is kept per process. ``tools/cache_teacher.py`` builds it
+store holds them once, in float16: stage 1 reads them in the DataLoader workers (row by row with
+``os.pread``, :class:`collab_distill.data.rows.RowFile`, no memory map) instead of decoding JPEGs
+and running the teacher, every rank and worker shares the pages through the page cache, and
+nothing is kept per process. ``tools/cache_teacher.py`` builds it
 (:mod:`collab_distill.engine.teacher_store`); this module only reads and writes the files (no model
 code). Layout (``R`` rows = images, ``P`` processes of the build, ``N`` samples and ``S`` camera
 slots of the info store, map ``(D, h, w)``)::
@@ -36,6 +37,7 @@ from typing import Any
 import numpy as np
 
 from collab_distill.data.info_store import InfoStore
+from collab_distill.data.rows import RowFile
 from collab_distill.errors import UserError
 from collab_distill.paths import replace_folder
 
@@ -237,7 +239,8 @@ def finish_build(folder: Path, path: Path) -> None:
 class FeatureStore:
     """A complete teacher-feature store (nothing is read at open).
 
-    Rows are read with ``os.pread`` into a fresh array, not through a memory map: the file pages stay
+    Rows are read with ``os.pread`` into a fresh array (:class:`~collab_distill.data.rows.RowFile`), not
+    through a memory map: the file pages stay
     in the kernel's page cache, shared by every rank and worker, and never count in a process's own
     memory (a memory map would keep every page it touched mapped, so a worker's PSS/RSS would climb
     towards the store's size over an epoch). Pickles by path: a DataLoader worker started with
@@ -270,8 +273,8 @@ class FeatureStore:
         except (KeyError, TypeError, ValueError) as exc:
             raise FeatureStoreError(f"{self.path / META_FILE}: malformed ({exc.__class__.__name__}: {exc}); "
                                     f"{BUILD_HINT} (--overwrite)") from None
-        self._index: np.ndarray | None = None
-        self._fds: list[tuple[int, int]] | None = None   # per shard: maps and K file descriptors
+        self._index: RowFile | None = None
+        self._shards: list[tuple[RowFile, RowFile]] | None = None   # per shard: maps and K rows
         self._check_sizes()
 
     def _check_sizes(self) -> None:
@@ -290,45 +293,57 @@ class FeatureStore:
     def __setstate__(self, state: dict[str, Any]) -> None:
         self.__init__(state["path"])  # type: ignore[misc]
 
-    @property
-    def index(self) -> np.ndarray:
-        """``(N, S)`` int64 row of each (info-store sample, camera slot), -1 when not stored (memory-mapped)."""
+    def _index_rows(self) -> RowFile:
         if self._index is None:
-            self._index = np.load(self.path / INDEX_FILE, mmap_mode="r", allow_pickle=False)
+            try:
+                self._index = RowFile.npy(self.path / INDEX_FILE)
+            except (OSError, ValueError) as exc:
+                raise FeatureStoreError(f"{self.path / INDEX_FILE}: not a readable array ({exc}); {BUILD_HINT} "
+                                        "(--overwrite)") from None
         return self._index
 
-    def _files(self, rank: int) -> tuple[int, int]:
-        """Descriptors of shard ``rank``'s maps and ``K`` files, opened on first use."""
-        if self._fds is None:
-            self._fds = [(os.open(maps, os.O_RDONLY), os.open(k, os.O_RDONLY))
-                         for maps, k, _ in (_shard_files(self.path, p) for p in range(self.processes))]
-        return self._fds[rank]
+    @property
+    def index(self) -> np.ndarray:
+        """``(N, S)`` int64 row of each (info-store sample, camera slot), -1 when not stored (read from the
+        file on each access into a fresh array, not kept; per sample, :meth:`maps` reads one row)."""
+        return self._index_rows().all()
+
+    def _files(self, rank: int) -> tuple[RowFile, RowFile]:
+        """Row readers of shard ``rank``'s maps and ``K`` files (descriptors opened on first read)."""
+        if self._shards is None:
+            self._shards = []
+            for p in range(self.processes):
+                (maps, k, _), rows = _shard_files(self.path, p), shard_size(self.rows, self.processes, p)
+                self._shards.append((RowFile(maps, MAP_DTYPE, self.map_shape, rows=rows),
+                                     RowFile(k, K_DTYPE, (3, 3), rows=rows)))
+        return self._shards[rank]
 
     def close(self) -> None:
-        """Close the shard files (reading again opens them again)."""
-        for fds in getattr(self, "_fds", None) or ():  # also when __init__ stopped before opening any
-            for fd in fds:
-                os.close(fd)
-        self._fds = None
+        """Close the store's files (reading again opens them again)."""
+        for files in getattr(self, "_shards", None) or ():  # also when __init__ stopped before opening any
+            for file in files:
+                file.close()
+        index = getattr(self, "_index", None)
+        if index is not None:
+            index.close()
 
     def __del__(self) -> None:
         self.close()
 
-    def _read(self, rows: Sequence[int], which: int, dtype: np.dtype, shape: tuple[int, ...]) -> np.ndarray:
-        """``(len(rows), *shape)``: the stored rows from the maps (``which`` 0) or ``K`` (1) files."""
-        nbytes = int(np.prod(shape)) * dtype.itemsize
-        out = np.empty((len(rows), *shape), dtype)
+    def _read(self, rows: Sequence[int], which: int) -> np.ndarray:
+        """``(len(rows), *row shape)``: the stored rows from the maps (``which`` 0) or ``K`` (1) files."""
+        files = [self._files(rank)[which] for rank in range(self.processes)]
+        out = np.empty((len(rows), *files[0].row_shape), files[0].dtype)
         for i, row in enumerate(rows):
             rank, position = row % self.processes, row // self.processes
-            data = os.pread(self._files(rank)[which], nbytes, position * nbytes)
-            if len(data) != nbytes:
-                raise FeatureStoreError(f"{_shard_files(self.path, rank)[which]}: cut short (row {position}); "
-                                        f"{BUILD_HINT} (--overwrite)")
-            out[i] = np.frombuffer(data, dtype).reshape(shape)
+            try:
+                out[i] = files[rank].row(position)
+            except (EOFError, IndexError) as exc:
+                raise FeatureStoreError(f"{exc}; {BUILD_HINT} (--overwrite)") from None
         return out
 
     def _rows(self, sample_index: int, slots: Sequence[int]) -> list[int]:
-        rows = [int(r) for r in self.index[int(sample_index), list(slots)]]
+        rows = [int(r) for r in self._index_rows().row(int(sample_index))[list(slots)]]
         if min(rows, default=0) < 0:
             missing = [self.cameras[s] for s, r in zip(slots, rows) if r < 0]
             raise FeatureStoreError(f"{self.path}: sample {sample_index} of the info store has no stored map for "
@@ -339,12 +354,12 @@ class FeatureStore:
     def maps(self, sample_index: int, slots: Sequence[int]) -> np.ndarray:
         """``(M, D, h, w)`` float16 teacher patch maps of info-store sample ``sample_index`` at camera
         ``slots`` (indices into the info store's cameras), a copy."""
-        return self._read(self._rows(sample_index, slots), 0, MAP_DTYPE, self.map_shape)
+        return self._read(self._rows(sample_index, slots), 0)
 
     def intrinsics(self, sample_index: int, slots: Sequence[int]) -> np.ndarray:
         """``(M, 3, 3)`` float64 ``K`` of the images the :meth:`maps` were computed from (after the
         evaluation resize and centre crop)."""
-        return self._read(self._rows(sample_index, slots), 1, K_DTYPE, (3, 3))
+        return self._read(self._rows(sample_index, slots), 1)
 
     def check_teacher(self, identity: Mapping[str, Any]) -> None:
         """Refuse a store of another teacher: ``identity`` (architecture, weights sha256, image size,
@@ -364,7 +379,7 @@ class FeatureStore:
         """
         self._check("teacher", {"image_size": list(image_size)})
         self._check("data", {**info_fingerprint(info), "cameras": list(info.cameras)})
-        stored = (self.index[selected] >= 0).any(axis=1) if len(selected) else np.zeros(0, bool)
+        stored = (self.index[selected] >= 0).any(axis=1) if len(selected) else np.zeros(0, bool)  # once; dropped
         if not stored.all():
             raise FeatureStoreError(f"{self.path}: {int((~stored).sum())} of the run's {len(selected)} samples are "
                                     f"not in the store (built for conditions {self.conditions}); "

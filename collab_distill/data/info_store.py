@@ -1,12 +1,13 @@
-"""The info store: a split's info records as memory-mapped arrays, what training reads.
+"""The info store: a split's info records as arrays on disk, read row by row; what training reads.
 
 ``tools/prepare_nuscenes.py`` writes, per split, ``infos_<split>.json`` (the export for humans, the
 check and the restoration data; read by :func:`collab_distill.data.infos.load_infos`) and, from the
 same records, the folder ``infos_<split>/`` read here. Parsing the JSON costs about 20 KB of Python
 objects per keyframe (566 MB for the 28,130 nuScenes train keyframes) in every process that reads
-it: each rank and each DataLoader worker. The store is opened with ``np.load(mmap_mode="r")``:
-nothing is read at open, a :class:`SampleInfo` is built when asked for, and all processes share the
-pages through the page cache. Layout (``N`` samples, ``S`` camera slots, ``T`` condition tags, ``W``
+it: each rank and each DataLoader worker. The store's arrays are not loaded: only their headers are
+read at open, a :class:`SampleInfo` is built when asked for from its rows, read with ``os.pread``
+(:class:`collab_distill.data.rows.RowFile`, no memory map), and all processes share the file pages
+through the page cache without any of them keeping them mapped. Layout (``N`` samples, ``S`` camera slots, ``T`` condition tags, ``W``
 sweep slots: the most previous sweeps a record of the split has, at most ``MAX_SWEEPS``)::
 
     infos_<split>/timestamp.npy         (N,) int64           keyframe timestamp (us)
@@ -49,6 +50,7 @@ import numpy as np
 
 from collab_distill.data.conditions import CONDITION_TAGS
 from collab_distill.data.infos import CAMERA_ORDER, SCHEMA_VERSION, CameraInfo, InfoFileError, SampleInfo, SweepInfo
+from collab_distill.data.rows import RowFile
 from collab_distill.paths import replace_folder
 
 STORE_VERSION = 2  # 2: previous LiDAR sweeps
@@ -149,11 +151,13 @@ def write_info_store(path: str | Path, info: Mapping[str, Any]) -> None:
 # Reading
 # --------------------------------------------------------------------------------------------
 class InfoStore:
-    """A split's info records, memory-mapped: O(1) Python memory per process, whatever the size.
+    """A split's info records, read row by row with ``os.pread``: O(1) memory per process, whatever the
+    size (the file pages stay in the shared page cache; nothing is mapped, so a process's PSS/RSS does
+    not grow as it reads the samples).
 
     Pickling keeps only the folder and the dataroot override (the arrays are opened again, by path,
     in the process that unpickles it: a DataLoader worker started with ``spawn``); after ``fork``
-    the read-only mappings are shared as they are.
+    the inherited descriptors are safe to share (``pread`` has no file position).
 
     Args:
         path: the store folder (:func:`store_path`).
@@ -192,8 +196,8 @@ class InfoStore:
                                 f"reads {(STORE_VERSION, SCHEMA_VERSION, list(CONDITION_TAGS))}; {REDO}")
         return meta
 
-    def _open(self, meta: dict[str, Any]) -> dict[str, np.ndarray]:
-        """Memory-map every array after checking it against ``meta`` (sizes and headers; no data read)."""
+    def _open(self, meta: dict[str, Any]) -> dict[str, RowFile]:
+        """A row reader of every array after checking it against ``meta`` (sizes and headers; no data read)."""
         try:
             entries, n = meta["arrays"], int(meta["num_samples"])
             expected = {name: (list(shape), dtype.str) for name, (shape, dtype) in
@@ -212,14 +216,22 @@ class InfoStore:
                 raise InfoFileError(f"{file}: {'missing' if size is None else f'{size} bytes'}, expected {num_bytes} "
                                     f"bytes of {dtype} {tuple(shape)} ({META_FILE}); {REDO}")
             try:
-                array = np.load(file, mmap_mode="r", allow_pickle=False)
+                array = RowFile.npy(file)
             except (OSError, ValueError) as exc:
                 raise InfoFileError(f"{file}: not a readable array ({exc}); {REDO}") from None
             if list(array.shape) != shape or array.dtype.str != dtype:
                 raise InfoFileError(f"{file}: holds {array.dtype.str} {array.shape}, {META_FILE} records {dtype} "
                                     f"{tuple(shape)}; {REDO}")
+            if array.end != size:
+                raise InfoFileError(f"{file}: {size} bytes, its header needs {array.end} for {dtype} {tuple(shape)}; "
+                                    f"{REDO}")
             arrays[name] = array
         return arrays
+
+    def close(self) -> None:
+        """Close the array files (reading again opens them again)."""
+        for array in getattr(self, "_arrays", {}).values():
+            array.close()
 
     def __getstate__(self) -> dict[str, Any]:
         return {"path": self.path, "dataroot": self._dataroot_override}
@@ -228,41 +240,43 @@ class InfoStore:
         self.__init__(state["path"], state["dataroot"])  # type: ignore[misc]
 
     def __len__(self) -> int:
-        return len(self._arrays["timestamp"])
+        return self._arrays["timestamp"].rows
 
     def sample(self, index: int) -> SampleInfo:
-        """The record of sample ``index`` (``0 <= index < len(self)``), built from the mapped rows."""
-        a, i = self._arrays, int(index)
+        """The record of sample ``index`` (``0 <= index < len(self)``), built from its rows (read with ``pread``)."""
+        i = int(index)
         if not 0 <= i < len(self):
             raise IndexError(f"{self.path}: sample {i} of {len(self)}")
-        offsets = a["string_offsets"][i * self._width:(i + 1) * self._width + 1]
-        text = bytes(a["strings"][offsets[0]:offsets[-1]])
+        a = {name: array.row(i) for name, array in self._arrays.items() if name not in ("strings", "string_offsets")}
+        offsets = self._arrays["string_offsets"].read(i * self._width, (i + 1) * self._width + 1)
+        text = self._arrays["strings"].read(int(offsets[0]), int(offsets[-1])).tobytes()
         ends = (offsets - offsets[0]).tolist()
         token, scene, lidar, lidarseg, *paths = (text[s:e].decode("utf-8") for s, e in zip(ends[:-1], ends[1:]))
         paths, sweep_paths = paths[:len(self.cameras)], paths[len(self.cameras):]
-        cameras = {channel: CameraInfo(paths[s], int(a["camera_size"][i, s, 0]), int(a["camera_size"][i, s, 1]),
-                                       np.array(a["camera_K"][i, s]), np.array(a["camera_lidar2cam"][i, s]),
-                                       int(a["camera_timestamp"][i, s]))
-                   for s, channel in enumerate(self.cameras) if a["camera_present"][i, s]}
-        sweeps = tuple(SweepInfo(sweep_paths[w], int(a["sweep_timestamp"][i, w]), int(a["sweep_num_points"][i, w]),
-                                 np.array(a["sweep2lidar"][i, w]))
-                       for w in range(self.sweeps) if a["sweep_present"][i, w])
-        conditions = tuple(tag for tag, hot in zip(CONDITION_TAGS, a["conditions"][i]) if hot)
-        return SampleInfo(token, scene, int(a["timestamp"][i]), conditions, np.array(a["ego2global"][i]), lidar,
-                          lidarseg or None, int(a["num_points"][i]), np.array(a["lidar2ego"][i]), cameras, sweeps)
+        cameras = {channel: CameraInfo(paths[s], int(a["camera_size"][s, 0]), int(a["camera_size"][s, 1]),
+                                       a["camera_K"][s].copy(), a["camera_lidar2cam"][s].copy(),
+                                       int(a["camera_timestamp"][s]))
+                   for s, channel in enumerate(self.cameras) if a["camera_present"][s]}
+        sweeps = tuple(SweepInfo(sweep_paths[w], int(a["sweep_timestamp"][w]), int(a["sweep_num_points"][w]),
+                                 a["sweep2lidar"][w].copy())
+                       for w in range(self.sweeps) if a["sweep_present"][w])
+        conditions = tuple(tag for tag, hot in zip(CONDITION_TAGS, a["conditions"]) if hot)
+        return SampleInfo(token, scene, int(a["timestamp"]), conditions, a["ego2global"], lidar,
+                          lidarseg or None, int(a["num_points"]), a["lidar2ego"], cameras, sweeps)
 
     def select(self, conditions: Iterable[str] | None) -> np.ndarray:
         """``(K,)`` int64 indices of the samples with at least one of ``conditions``, ascending (all
-        samples when None or it contains ``all``); as :meth:`InfoFile.filter`, vectorised."""
+        samples when None or it contains ``all``); as :meth:`InfoFile.filter`, vectorised (reads the
+        ``(N, T)`` uint8 conditions once into a temporary)."""
         wanted = None if conditions is None else set(conditions)
         if wanted is None or "all" in wanted:
             return np.arange(len(self), dtype=np.int64)
         columns = [c for c, tag in enumerate(CONDITION_TAGS) if tag in wanted]
-        return np.flatnonzero(self._arrays["conditions"][:, columns].any(axis=1)).astype(np.int64)
+        return np.flatnonzero(self._arrays["conditions"].all()[:, columns].any(axis=1)).astype(np.int64)
 
     def present_conditions(self) -> tuple[str, ...]:
         """The condition tags at least one sample has, in :data:`CONDITION_TAGS` order."""
-        hot = self._arrays["conditions"].any(axis=0)
+        hot = self._arrays["conditions"].all().any(axis=0)
         return tuple(tag for tag, has in zip(CONDITION_TAGS, hot) if has)
 
 
