@@ -4,7 +4,7 @@ RSS counts every resident page a process maps, shared or not; **PSS** divides ea
 of processes mapping it (the sum over processes is the memory they really take); **USS** counts the
 pages only this process maps (``Private_Clean + Private_Dirty``: what ending it would free). Both are
 read from ``/proc/<pid>/smaps_rollup`` (Linux >= 4.14), with the split of PSS into anonymous memory
-(heap, Python objects, tensors) and file pages (libraries, memory-mapped stores: page cache). The
+(heap, Python objects, tensors) and file pages (libraries, any memory-mapped file: page cache). The
 peak RSS is the kernel's own high-water mark (``VmHWM`` in ``/proc/<pid>/status``), exact. Reading
 smaps_rollup walks the page tables (~7 ms for a 700 MB torch process), so it is read when the cheap
 ``/proc/<pid>/status`` shows a new RSS maximum (sampled every ``interval``) and at least every

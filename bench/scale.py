@@ -40,8 +40,8 @@ its peak PSS, USS, anonymous PSS and peak RSS, today's path beside the store's; 
 largest process of each kind (the two ranks read different batches, so rank 0 and rank 1 trade
 places between runs) and the verdict for each of PSS, USS and anonymous PSS. File-backed pages count
 in a process's PSS and USS too: libraries (according to how many *other* processes on the machine map
-them) and the pages of the memory-mapped info and feature stores it has touched (page cache: clean,
-shared, reclaimable; the kernel maps a read-ahead window around each touched record), so the
+them) and, if a store were memory-mapped, the store pages it has touched (page cache: clean, shared,
+reclaimable; the stores now read rows with ``os.pread``, which maps none), so the
 anonymous PSS is the measure of what a process itself holds (docs/benchmarks.md). The CPU model, load average and ``OMP_NUM_THREADS`` go with the numbers into
 ``bench/results/scale.json``.
 

@@ -82,7 +82,7 @@ def conditions_multi_hot(tags: tuple[str, ...]) -> torch.Tensor:
 class PairedDataset(Dataset):
     """Keyframes of one split with point-pixel pairs.
 
-    The split's records come from its info store (``<info_dir>/infos_<split>/``, memory-mapped):
+    The split's records come from its info store (``<info_dir>/infos_<split>/``, read row by row with ``os.pread``):
     ``samples`` is a sequence of :class:`SampleInfo` built on access that holds only the indices of
     the selected samples, so a dataset costs O(1) memory per process and pickles small (a
     DataLoader worker started with ``spawn`` maps the store again by path).
