@@ -4,9 +4,9 @@ teacher's loss, and the dataset in store mode opens no image."""
 from __future__ import annotations
 
 import os
-import pickle
 import subprocess
 import sys
+from multiprocessing.reduction import ForkingPickler  # how DataLoader sends a dataset to spawn workers
 from pathlib import Path
 
 import numpy as np
@@ -67,7 +67,7 @@ def test_round_trip_is_bit_exact_across_shards(tmp_path):
         writer.write(maps[rank::2], ks[rank::2])
         writer.commit()
     finish_build(folder, final)
-    loaded = pickle.loads(pickle.dumps(FeatureStore(final)))  # pickles by path
+    loaded = ForkingPickler.loads(ForkingPickler.dumps(FeatureStore(final)))  # pickles by path
     for sample, slots in ((0, [0, 1]), (1, [1]), (3, [1, 0]), (4, [0, 1])):
         rows_of = index[sample, slots]
         got = loaded.maps(sample, slots)

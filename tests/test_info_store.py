@@ -5,9 +5,9 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import pickle
 import sys
 import tracemalloc
+from multiprocessing.reduction import ForkingPickler  # how DataLoader sends a dataset to spawn workers
 from pathlib import Path
 from typing import Any
 
@@ -182,9 +182,9 @@ def test_memory_and_pickle_size_do_not_grow_with_the_sample_count(textured_infos
     assert len(big) == sum(1 for k in range(n) if "night" in TAG_CYCLE[k % len(TAG_CYCLE)])
     small = PairedDataset(DataConfig(info_dir=str(textured_infos_dir), split="train", cameras=["all"],
                                      image_size=(126, 252)), train=False)
-    big_size, small_size = len(pickle.dumps(big)), len(pickle.dumps(small))
+    big_size, small_size = len(ForkingPickler.dumps(big)), len(ForkingPickler.dumps(small))
     assert small_size < 50_000 and abs(big_size - small_size) < 200, (small_size, big_size)
-    copy = pickle.loads(pickle.dumps(big))  # what a DataLoader worker started with spawn receives
+    copy = ForkingPickler.loads(ForkingPickler.dumps(big))  # what a DataLoader worker started with spawn receives
     assert np.array_equal(copy.samples.indices, big.samples.indices)
     assert_same_sample(copy.samples[len(big) - 1], big.samples[len(big) - 1])
     assert big.samples[len(big) - 1].token.endswith(f"-{big.samples.indices[-1]:06d}")
@@ -206,7 +206,7 @@ def test_reading_every_sample_maps_no_file_of_the_store(big_store):
     assert len(tokens) == n
     assert len(store.select(["night"])) and store.present_conditions()
     assert _mapped_lines(folder) == []  # rows are read with pread: the pages stay in the page cache only
-    copy = pickle.loads(pickle.dumps(store))
+    copy = ForkingPickler.loads(ForkingPickler.dumps(store))
     assert copy.sample(n - 1).token == store.sample(n - 1).token and _mapped_lines(folder) == []
     store.close()
     assert store.sample(3).token == copy.sample(3).token  # reading after close opens the files again
@@ -237,7 +237,7 @@ def test_row_file_round_trips_npy_rows_bit_for_bit(tmp_path, version):
             assert rows.read(1, 3).tobytes() == array[1:3].tobytes(), name
         with pytest.raises(IndexError):
             rows.row(len(array))
-        copy = pickle.loads(pickle.dumps(rows))  # by path, opened again
+        copy = ForkingPickler.loads(ForkingPickler.dumps(rows))  # by path, opened again
         assert copy.all().tobytes() == array.tobytes(), name
         rows.close()
         rows.close()
