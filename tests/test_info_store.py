@@ -82,6 +82,10 @@ def test_odd_records_round_trip(textured_infos_dir, tmp_path):
     assert store.sample(1).sweeps[1].path == "sweeps/LIDAR_TOP/été.pcd.bin" and store.sample(0).sweeps == ()
     for i, want in enumerate(infos.samples):
         assert_same_sample(store.sample(i), want)
+    present = store.cameras_present([1, 0])  # the slots a store row of each sample has (feature_store.image_rows)
+    assert [[c for c, has in zip(store.cameras, row) if has] for row in present.tolist()] == \
+        [[c for c in store.cameras if c in store.sample(i).cameras] for i in (1, 0)]
+    assert not present[0, store.cameras.index("CAM_BACK")] and present[1, store.cameras.index("CAM_ZOOM_ü")]
     assert InfoStore(store.path, dataroot=tmp_path).dataroot == tmp_path
     with pytest.raises(IndexError):
         store.sample(len(store))

@@ -79,10 +79,9 @@ def info_fingerprint(info: InfoStore) -> dict[str, Any]:
 def image_rows(info: InfoStore, selected: Sequence[int]) -> np.ndarray:
     """``(R, 2)`` int64 ``(sample index, camera slot)`` of every camera image of the ``selected``
     samples, in sample then slot order: the rows of a store."""
-    slot_of = {name: s for s, name in enumerate(info.cameras)}
-    rows = [(int(i), slot_of[channel]) for i in selected for channel in sorted(info.sample(i).cameras,
-                                                                               key=slot_of.__getitem__)]
-    return np.asarray(rows, dtype=np.int64).reshape(-1, 2)
+    selected = np.asarray(selected, dtype=np.int64)
+    sample, slot = np.nonzero(info.cameras_present(selected))  # row-major: sample, then slot order
+    return np.stack([selected[sample], slot], axis=1).astype(np.int64).reshape(-1, 2)
 
 
 def shard_size(rows: int, processes: int, rank: int) -> int:

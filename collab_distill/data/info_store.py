@@ -274,6 +274,10 @@ class InfoStore:
         columns = [c for c, tag in enumerate(CONDITION_TAGS) if tag in wanted]
         return np.flatnonzero(self._arrays["conditions"].all()[:, columns].any(axis=1)).astype(np.int64)
 
+    def cameras_present(self, indices: Sequence[int]) -> np.ndarray:
+        """``(K, S)`` bool: which of the :attr:`cameras` slots samples ``indices`` have (read into a temporary)."""
+        return self._arrays["camera_present"].all()[np.asarray(indices, dtype=np.int64)]
+
     def present_conditions(self) -> tuple[str, ...]:
         """The condition tags at least one sample has, in :data:`CONDITION_TAGS` order."""
         hot = self._arrays["conditions"].all().any(axis=0)
