@@ -91,8 +91,7 @@ class RunData:
         from collab_distill.methods.registry import method_class
 
         self.batch = per_gpu_batch(cfg)
-        self.dataset = PairedDataset(cfg.data, seed=0, teacher_store=getattr(cfg.method, "teacher_store", ""),
-                                     with_points=method_class(cfg.method.name).needs_points)
+        self.dataset = PairedDataset(cfg.data, seed=0, **method_class(cfg.method.name).dataset_options(cfg))
         self.collate = Collate(cfg.data.voxel_size)
 
     def batches(self, samples: int) -> list[dict]:

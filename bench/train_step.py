@@ -83,12 +83,12 @@ def build_step(info_dir: Path, overrides: list[str], n_batches: int, batch_size:
     from collab_distill.data.collate import Collate
     from collab_distill.data.dataset import PairedDataset
     from collab_distill.engine.optim import build_optimizer
-    from collab_distill.methods.registry import build_method
+    from collab_distill.methods.registry import build_method, method_class
 
     torch.manual_seed(0)
     cfg = load_config(REPO / "configs" / "stage1" / "synthetic.yaml", [f"data.info_dir={info_dir}", *overrides])
     device = torch.device(device_name)
-    dataset = PairedDataset(cfg.data, seed=0, teacher_store=getattr(cfg.method, "teacher_store", ""))
+    dataset = PairedDataset(cfg.data, seed=0, **method_class(cfg.method.name).dataset_options(cfg))
     collate = Collate(cfg.data.voxel_size)
     n = min(len(dataset), n_batches * batch_size)
     batches = [send_to_device(collate([dataset[i] for i in range(j, j + batch_size)]), device)

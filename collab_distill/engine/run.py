@@ -21,9 +21,8 @@ def run_training(cfg: RunConfig, resume: str = "", progress: bool = True, overwr
     from accelerate.utils import set_seed
 
     run_folder(cfg.experiment.output_dir, resume, overwrite)  # refuse a non-empty folder before building the model
-    dataset = PairedDataset(cfg.data, seed=cfg.experiment.seed, train=True,  # stage 1 may read a teacher store
-                            teacher_store=getattr(cfg.method, "teacher_store", ""),
-                            with_points=method_class(cfg.method.name).needs_points)
+    dataset = PairedDataset(cfg.data, seed=cfg.experiment.seed, train=True,
+                            **method_class(cfg.method.name).dataset_options(cfg))
     set_seed(cfg.experiment.seed)  # random initialisations are part of the run's determinism
     method = build_method(cfg)
     log.info("%s: %d samples (%s), trainable %s, frozen %s", cfg.method.name, len(dataset), cfg.data.conditions,

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, ClassVar
+from typing import TYPE_CHECKING, Any, ClassVar
 
 import torch
 import yaml
@@ -15,6 +15,9 @@ from collab_distill.models.export import export_vit, write_safetensors
 from collab_distill.models.frozen import FreezableModule
 from collab_distill.models.image_encoder import ImageEncoder
 from collab_distill.models.weights import check_finite_weights
+
+if TYPE_CHECKING:
+    from collab_distill.config import RunConfig
 
 
 @dataclass
@@ -34,6 +37,12 @@ class Method(nn.Module):
 
     #: Whether the method reads the LiDAR points; without them the dataset neither loads nor voxelises any.
     needs_points: ClassVar[bool] = True
+
+    @classmethod
+    def dataset_options(cls, cfg: RunConfig) -> dict[str, Any]:
+        """Keyword arguments of the training :class:`~collab_distill.data.dataset.PairedDataset` this method
+        reads (``with_points``: False when it needs no LiDAR)."""
+        return {"with_points": cls.needs_points}
 
     def trainable_names(self) -> tuple[str, ...]:
         """Names of the child modules that learn."""

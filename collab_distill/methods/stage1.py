@@ -65,6 +65,11 @@ class Stage1(Method):
         self.loss_kind = m.stage1_loss
         self.freeze_the_rest()
 
+    @classmethod
+    def dataset_options(cls, cfg: RunConfig) -> dict[str, Any]:
+        """Also the teacher-feature store the dataset reads the maps from (``method.teacher_store``)."""
+        return {**super().dataset_options(cfg), "teacher_store": method_section(cfg, Stage1Config).teacher_store}
+
     def trainable_names(self) -> tuple[str, ...]:
         return ("point_encoder", "head")
 
