@@ -170,8 +170,9 @@ def child_build(args: argparse.Namespace) -> None:
     """Phase 2: the real builder over all N x 6 rows, computing only the first ``--slice`` images; the
     rest is marked written (holes of the sparse shards) with the library's writer and completed."""
     import collab_distill.engine.teacher_store as builder
-    from collab_distill.data.feature_store import FeatureStoreError, ShardWriter, finish_build, partial_path
-    from collab_distill.data.feature_store import read_build_meta as build_meta
+    from collab_distill.data.feature_store import FeatureStoreError, teacher_fields
+    from collab_distill.data.shards import ShardWriter, finish_build, partial_path
+    from collab_distill.data.shards import read_build_meta as build_meta
 
     limit = args.slice
 
@@ -193,7 +194,7 @@ def child_build(args: argparse.Namespace) -> None:
     folder = partial_path(store)
     meta = build_meta(folder)
     for rank in range(meta["processes"]):
-        writer = ShardWriter(folder, rank, meta["processes"], meta["rows"], tuple(meta["map_shape"]))
+        writer = ShardWriter(folder, rank, meta["processes"], meta["rows"], teacher_fields(meta["map_shape"]))
         writer.done = writer.size   # the rows after the slice: never written, holes that read as zeros
         writer.commit()
     finish_build(folder, store)

@@ -16,14 +16,8 @@ import torch
 from collab_distill.config import ConfigError, RunConfig, load_config
 from collab_distill.data.collate import Collate
 from collab_distill.data.dataset import PairedDataset
-from collab_distill.data.feature_store import (
-    FeatureStore,
-    FeatureStoreError,
-    ShardWriter,
-    begin_build,
-    finish_build,
-    partial_path,
-)
+from collab_distill.data.feature_store import INDEX_FILE, FeatureStore, FeatureStoreError, teacher_fields
+from collab_distill.data.shards import ShardWriter, begin_build, finish_build, partial_path
 from collab_distill.engine import teacher_store
 from collab_distill.engine.teacher_store import build_teacher_store
 from collab_distill.methods.registry import build_method
@@ -61,10 +55,10 @@ def test_round_trip_is_bit_exact_across_shards(tmp_path):
     folder, final = partial_path(tmp_path / "st"), tmp_path / "st"
     meta = {"store_version": 1, "teacher": {}, "data": {"cameras": ["A", "B"], "conditions": ["all"]}, "rows": rows,
             "processes": 2, "map_shape": list(shape)}
-    begin_build(folder, meta, index)
+    begin_build(folder, meta, {INDEX_FILE: index})
     for rank in (0, 1):  # two processes, rows dealt round-robin
-        writer = ShardWriter(folder, rank, 2, rows, shape)
-        writer.write(maps[rank::2], ks[rank::2])
+        writer = ShardWriter(folder, rank, 2, rows, teacher_fields(shape))
+        writer.write(maps=maps[rank::2], K=ks[rank::2])
         writer.commit()
     finish_build(folder, final)
     loaded = ForkingPickler.loads(ForkingPickler.dumps(FeatureStore(final)))  # pickles by path

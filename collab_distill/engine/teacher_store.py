@@ -23,22 +23,27 @@ from torch.utils.data import DataLoader, Dataset
 from collab_distill.config import ImageAug, RunConfig
 from collab_distill.data.dataset import DataFileError
 from collab_distill.data.feature_store import (
+    INDEX_FILE,
     MAP_DTYPE,
-    META_FILE,
     STORE_VERSION,
     FeatureStoreError,
+    image_rows,
+    info_fingerprint,
+    teacher_fields,
+)
+from collab_distill.data.info_store import InfoSelection, InfoStore, store_path
+from collab_distill.data.shards import (
+    META_FILE,
     ShardWriter,
+    StoreError,
     begin_build,
     finish_build,
     first_difference,
     flatten,
-    image_rows,
-    info_fingerprint,
     partial_path,
     read_build_meta,
     short_value,
 )
-from collab_distill.data.info_store import InfoSelection, InfoStore, store_path
 from collab_distill.data.transforms import load_image
 from collab_distill.methods.common import build_image_encoder
 from collab_distill.methods.stage1 import teacher_identity
@@ -135,7 +140,8 @@ def build_teacher_store(cfg: RunConfig, out: str | Path, batch_size: int = 16, o
     rows = image_rows(info, selected)
     meta = store_meta(cfg, info, teacher_identity(teacher), len(rows), state.num_processes)
     _begin_or_resume(state, folder, meta, rows, info, overwrite)
-    writer = ShardWriter(folder, state.process_index, state.num_processes, len(rows), tuple(meta["map_shape"]))
+    writer = ShardWriter(folder, state.process_index, state.num_processes, len(rows),
+                         teacher_fields(meta["map_shape"]))
     todo = rows[state.process_index::state.num_processes][writer.done:]
     loader = DataLoader(StoreImages(info, todo, cfg.data.image_size), batch_size=batch_size,
                         num_workers=cfg.data.num_workers, pin_memory=state.device.type == "cuda")
@@ -146,7 +152,7 @@ def build_teacher_store(cfg: RunConfig, out: str | Path, batch_size: int = 16, o
     with torch.inference_mode(), torch.autocast(state.device.type, dtype=dtype, enabled=dtype is not None):
         for images, k in loader:
             maps = teacher(images.to(state.device, non_blocking=True)).patch[-1]
-            writer.write(maps.to(torch.float16).cpu().numpy(), k.numpy())
+            writer.write(maps=maps.to(torch.float16).cpu().numpy(), K=k.numpy())
             bar.update(len(images))
             if time.monotonic() - last >= commit_seconds:
                 writer.commit()
@@ -155,7 +161,10 @@ def build_teacher_store(cfg: RunConfig, out: str | Path, batch_size: int = 16, o
     bar.close()
     state.wait_for_everyone()
     if state.is_main_process:
-        finish_build(folder, out)
+        try:
+            finish_build(folder, out)
+        except StoreError as exc:
+            raise FeatureStoreError(str(exc)) from None
         log.info("teacher-feature store %s: %d images of %d samples, %.2f GiB", out, len(rows), len(selected),
                  len(rows) * int(np.prod(meta["map_shape"])) * MAP_DTYPE.itemsize / 2**30)
     state.wait_for_everyone()
@@ -177,7 +186,7 @@ def _begin_or_resume(state: Any, folder: Path, meta: dict[str, Any], rows: np.nd
     if state.is_main_process and (existing is None or differs is not None):
         index = np.full((len(info), len(info.cameras)), -1, dtype=np.int64)
         index[rows[:, 0], rows[:, 1]] = np.arange(len(rows))
-        begin_build(folder, meta, index)
+        begin_build(folder, meta, {INDEX_FILE: index})
     elif existing is not None:
         log.info("resuming the teacher-feature store build in %s", folder)
     state.wait_for_everyone()

@@ -10,7 +10,8 @@ import torch
 from torch import Tensor
 
 from collab_distill.config import RunConfig
-from collab_distill.data.feature_store import FeatureStore, sha256_file
+from collab_distill.data.feature_store import FeatureStore
+from collab_distill.data.shards import sha256_file
 from collab_distill.data.voxelize import Voxels
 from collab_distill.losses import cosine_distance, grouped_mean, normalized_l2
 from collab_distill.methods.base import Method, MethodOutput

@@ -1,0 +1,388 @@
+"""Sharded row stores: the one on-disk mechanism of every store of precomputed features.
+
+A store holds ``R`` rows of named fields (:class:`Field`), written by ``P`` processes (the ranks of an
+``accelerate launch``, or one): row ``r`` lives in shard ``r % P`` at position ``r // P``. A field is
+either *fixed* (every row has the same shape: a raw C-order file per shard, preallocated as a sparse
+file and written through a memory map) or *ragged* (row ``r`` has ``n_r`` elements of one shape: the
+elements appended to a values file, and the end offset of each row in a fixed ``int64`` file). Rows
+are read with ``os.pread`` (:class:`~collab_distill.data.rows.RowFile`), never memory-mapped, so a
+reader's memory does not grow with what it has read and the file pages are shared by every process
+through the page cache.
+
+Layout of a store folder (the user of this module adds its own index and identity)::
+
+    <store>/meta.json                  identity, ``rows``, ``processes``, ``complete``
+            shard_<p><suffix>          field data of shard p (fixed, or a ragged field's elements)
+            shard_<p><suffix>.ends     a ragged field's row end offsets (int64, in elements)
+            shard_<p>.json             rows of shard p written so far (after the data is flushed)
+
+A build runs in ``.<store>.partial/`` beside the store (:func:`partial_path`) and is renamed into place
+by :func:`finish_build` once every shard is whole: an existing store stays until its replacement is
+complete, and a killed build resumes from the progress files (:class:`ShardWriter` reopens them). No
+pickle anywhere.
+"""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+import shutil
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, BinaryIO
+
+import numpy as np
+
+from collab_distill.data.rows import RowFile
+from collab_distill.errors import UserError
+from collab_distill.paths import replace_folder
+
+META_FILE = "meta.json"
+ENDS_SUFFIX = ".ends"
+
+
+class StoreError(UserError, ValueError):
+    """A store that cannot be read or built: missing, incomplete, damaged, or of something else; the
+    message names the file or field and what to do."""
+
+
+@dataclass(frozen=True)
+class Field:
+    """One array of every row of a store.
+
+    Attributes:
+        name: the field's name (``write(name=...)``, ``read(name, rows)``).
+        dtype: numpy dtype name, e.g. ``"float16"``.
+        shape: one row's shape (fixed), or one element's shape (ragged).
+        ragged: rows have varying numbers of elements: ``(n_r, *shape)``.
+        suffix: file name after ``shard_<p>``; default ``_<name>.<dtype>``.
+    """
+
+    name: str
+    dtype: str
+    shape: tuple[int, ...] = ()
+    ragged: bool = False
+    suffix: str = ""
+
+    @property
+    def numpy_dtype(self) -> np.dtype:
+        return np.dtype(self.dtype)
+
+    def file(self, folder: Path, rank: int) -> Path:
+        """The data file of shard ``rank`` (a ragged field's elements)."""
+        return Path(folder) / f"shard_{rank}{self.suffix or f'_{self.name}.{self.dtype}'}"
+
+    def ends_file(self, folder: Path, rank: int) -> Path:
+        """A ragged field's row end offsets of shard ``rank``."""
+        return self.file(folder, rank).with_name(self.file(folder, rank).name + ENDS_SUFFIX)
+
+    @property
+    def element_bytes(self) -> int:
+        """Bytes of one fixed row, or of one ragged element."""
+        return int(np.prod(self.shape, dtype=np.int64)) * self.numpy_dtype.itemsize
+
+
+def shard_size(rows: int, processes: int, rank: int) -> int:
+    """Rows held by shard ``rank`` when ``rows`` rows are dealt round-robin to ``processes`` shards."""
+    return len(range(rank, rows, processes))
+
+
+def progress_file(folder: Path, rank: int) -> Path:
+    """The progress record of shard ``rank``."""
+    return Path(folder) / f"shard_{rank}.json"
+
+
+def partial_path(path: str | Path) -> Path:
+    """The folder a build of the store ``path`` writes to until it is complete: ``.<name>.partial`` beside it."""
+    path = Path(path)
+    return path.with_name(f".{path.name}.partial")
+
+
+def sha256_file(path: str | Path, chunk: int = 1 << 22) -> str:
+    """Hex sha256 of a file's bytes (read in ``chunk``-byte pieces)."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+def write_json(path: Path, content: Mapping[str, Any]) -> None:
+    """Write ``content`` as JSON to ``path`` atomically (a temporary file, fsynced, renamed)."""
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    with open(tmp, "w") as f:
+        f.write(json.dumps(content, indent=1))
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+
+
+def read_json(path: Path, what: str, hint: str) -> dict[str, Any]:
+    """The JSON object in ``path``.
+
+    Raises:
+        StoreError: missing, unreadable or not an object: one line naming ``path``, ``what`` it is and ``hint``.
+    """
+    try:
+        content = json.loads(path.read_text())
+    except FileNotFoundError:
+        raise StoreError(f"{path}: {what} not found; {hint}") from None
+    except (OSError, UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise StoreError(f"{path}: unreadable {what} ({exc.__class__.__name__}); {hint} (--overwrite)") from None
+    if not isinstance(content, dict):
+        raise StoreError(f"{path}: not a {what}; {hint} (--overwrite)")
+    return content
+
+
+def flatten(meta: Mapping[str, Any], prefix: str = "") -> dict[str, Any]:
+    """Nested sections as dotted keys: ``{"teacher": {"norm": False}}`` -> ``{"teacher.norm": False}``."""
+    flat: dict[str, Any] = {}
+    for key, value in meta.items():
+        flat.update(flatten(value, f"{prefix}{key}.") if isinstance(value, Mapping) and value
+                    else {f"{prefix}{key}": value})
+    return flat
+
+
+def first_difference(stored: Mapping[str, Any], wanted: Mapping[str, Any]) -> str | None:
+    """The first key of ``wanted`` whose value differs in ``stored`` (compared as JSON values), or None."""
+    for key, value in wanted.items():
+        if json.loads(json.dumps(value)) != stored.get(key):
+            return key
+    return None
+
+
+def short_value(value: Any) -> str:
+    """A value for an error line: JSON, strings over 40 characters (hashes) cut to 16."""
+    text = json.dumps(value, sort_keys=True)
+    return text[:17] + '..."' if isinstance(value, str) and len(value) > 40 else text
+
+
+# --------------------------------------------------------------------------------------------
+# Writing
+# --------------------------------------------------------------------------------------------
+def begin_build(folder: Path, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None) -> None:
+    """Start a build in ``folder`` (a :func:`partial_path`): the ``.npy`` ``arrays`` (e.g. an index, by
+    file name) and ``meta.json`` with ``complete: false``; a folder already there is emptied first."""
+    shutil.rmtree(folder, ignore_errors=True)
+    folder.mkdir(parents=True)
+    for name, array in (arrays or {}).items():
+        tmp = folder / f".{name}.tmp.npy"
+        np.save(tmp, array, allow_pickle=False)
+        os.replace(tmp, folder / name)
+    write_json(folder / META_FILE, {**meta, "complete": False})
+
+
+def read_build_meta(folder: Path) -> dict[str, Any] | None:
+    """The ``meta.json`` of a build in progress in ``folder``, or None when there is none to resume
+    (no folder, or one cut short before its meta was written)."""
+    path = folder / META_FILE
+    if not path.is_file():
+        return None
+    try:
+        return read_json(path, "build record", "")
+    except StoreError:
+        return None
+
+
+def _sparse_memmap(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> np.memmap | np.ndarray:
+    """A writable memory map of ``path`` at its full size (made as a sparse file when it has another size)."""
+    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
+    if not path.is_file() or path.stat().st_size != nbytes:
+        with open(path, "wb") as f:
+            f.truncate(nbytes)   # sparse: no block is allocated until it is written
+    return np.memmap(path, dtype=dtype, mode="r+", shape=shape) if nbytes else np.zeros(shape, dtype)
+
+
+class ShardWriter:
+    """The shard of one build process: its fields' files, and how many of its rows are written.
+
+    Fixed fields are written through memory maps of files made at their full size; a ragged field's
+    elements are appended to its values file (cut back to the last committed row on resume) and its
+    row ends go to a fixed ``int64`` file.
+
+    Args:
+        folder: the build folder.
+        rank, processes: this process and how many write the store.
+        rows: rows of the whole store.
+        fields: the store's fields.
+    """
+
+    def __init__(self, folder: Path, rank: int, processes: int, rows: int, fields: Sequence[Field]) -> None:
+        self.size = shard_size(rows, processes, rank)
+        self.fields = tuple(fields)
+        self.progress_file = progress_file(folder, rank)
+        done = read_json(self.progress_file, "progress", "") if self.progress_file.is_file() else {"rows": 0}
+        self.done = int(done.get("rows", 0))
+        self.arrays: dict[str, np.memmap | np.ndarray] = {}
+        self.values: dict[str, BinaryIO] = {}
+        self.elements: dict[str, int] = {}
+        for field in self.fields:
+            if not field.ragged:
+                self.arrays[field.name] = _sparse_memmap(field.file(folder, rank), field.numpy_dtype,
+                                                         (self.size, *field.shape))
+                continue
+            ends = _sparse_memmap(field.ends_file(folder, rank), np.dtype(np.int64), (self.size,))
+            self.arrays[field.name] = ends
+            self.elements[field.name] = int(ends[self.done - 1]) if self.done else 0
+            path = field.file(folder, rank)
+            values = open(path, "r+b" if path.is_file() else "w+b")
+            values.truncate(self.elements[field.name] * field.element_bytes)   # drop what was not committed
+            values.seek(0, os.SEEK_END)
+            self.values[field.name] = values
+
+    def write(self, **arrays: np.ndarray | Sequence[np.ndarray]) -> None:
+        """Write the next ``B`` rows of every field: a fixed field ``(B, *shape)`` (cast to its dtype), a
+        ragged one a sequence of ``B`` arrays ``(n_i, *shape)``. They count as done after :meth:`commit`.
+
+        Raises:
+            ValueError: a field is missing, unknown, or given another number of rows than the others.
+        """
+        if set(arrays) != {f.name for f in self.fields}:
+            raise ValueError(f"write needs exactly the fields {[f.name for f in self.fields]}, got {sorted(arrays)}")
+        count = {len(a) for a in arrays.values()}
+        if len(count) != 1:
+            raise ValueError(f"fields given different numbers of rows: { {k: len(a) for k, a in arrays.items()} }")
+        end = self.done + count.pop()
+        if end > self.size:
+            raise ValueError(f"shard {self.progress_file.stem} holds {self.size} rows, writing up to row {end}")
+        for field in self.fields:
+            given = arrays[field.name]
+            if not field.ragged:
+                self.arrays[field.name][self.done:end] = given
+                continue
+            ends = np.empty(len(given), np.int64)
+            for i, rows in enumerate(given):
+                rows = np.ascontiguousarray(rows, dtype=field.numpy_dtype).reshape(-1, *field.shape)
+                self.values[field.name].write(rows.tobytes())
+                self.elements[field.name] += len(rows)
+                ends[i] = self.elements[field.name]
+            self.arrays[field.name][self.done:end] = ends
+        self.done = end
+
+    def commit(self) -> None:
+        """Flush the written rows to disk, then record them in the progress file (atomically)."""
+        for array in self.arrays.values():
+            if isinstance(array, np.memmap):
+                array.flush()
+        for values in self.values.values():
+            values.flush()
+            os.fsync(values.fileno())
+        write_json(self.progress_file, {"rows": self.done})
+
+    def close(self) -> None:
+        """Close the ragged fields' files (what was not committed is dropped on resume)."""
+        for values in self.values.values():
+            values.close()
+        self.values = {}
+
+
+def finish_build(folder: Path, path: Path) -> None:
+    """Mark the build in ``folder`` complete and move it to ``path``; a store already at ``path`` is
+    removed only after the new one is in place.
+
+    Raises:
+        StoreError: a shard has fewer rows written than it holds.
+    """
+    meta = read_json(folder / META_FILE, "build record", "run the build again")
+    for rank in range(meta["processes"]):
+        done = read_json(progress_file(folder, rank), "progress", "run the build again").get("rows")
+        if done != shard_size(meta["rows"], meta["processes"], rank):
+            raise StoreError(f"{folder}: shard {rank} has {done} of "
+                             f"{shard_size(meta['rows'], meta['processes'], rank)} rows; run the build again")
+    write_json(folder / META_FILE, {**meta, "complete": True})
+    replace_folder(folder, path)
+
+
+# --------------------------------------------------------------------------------------------
+# Reading
+# --------------------------------------------------------------------------------------------
+class ShardReader:
+    """The rows of a store's shards, read with ``os.pread`` into fresh arrays (nothing kept per row).
+
+    Pickles by its layout: a DataLoader worker opens the files again; ``pread`` reads at an offset, so
+    descriptors inherited by a forked worker are safe to share.
+
+    Args:
+        folder: the store folder.
+        rows, processes: the store's rows and the processes that wrote it (``meta.json``).
+        fields: the store's fields.
+    """
+
+    def __init__(self, folder: str | Path, rows: int, processes: int, fields: Sequence[Field]) -> None:
+        self.folder, self.rows, self.processes = Path(folder), int(rows), int(processes)
+        self.fields = {f.name: f for f in fields}
+        self._files: dict[tuple[str, int], tuple[RowFile, RowFile | None]] = {}
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"folder": self.folder, "rows": self.rows, "processes": self.processes,
+                "fields": list(self.fields.values())}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(**state)  # type: ignore[misc]
+
+    def size_problem(self) -> str | None:
+        """The first file whose size disagrees with the layout (``"<file>: <n> bytes, expected <m>"``, or
+        ``missing``), or None when every file has its size."""
+        for rank in range(self.processes):
+            size = shard_size(self.rows, self.processes, rank)
+            for field in self.fields.values():
+                expected = [(field.file(self.folder, rank), size * field.element_bytes)]
+                if field.ragged:
+                    ends = field.ends_file(self.folder, rank)
+                    expected = [(ends, size * 8)]
+                    if ends.is_file() and ends.stat().st_size == size * 8:
+                        last = int(RowFile(ends, np.int64).read(size - 1, size)[0]) if size else 0
+                        expected.append((field.file(self.folder, rank), last * field.element_bytes))
+                for file, nbytes in expected:
+                    found = file.stat().st_size if file.is_file() else None
+                    if found != nbytes:
+                        return f"{file}: {'missing' if found is None else f'{found} bytes'}, expected {nbytes}"
+        return None
+
+    def _open(self, name: str, rank: int) -> tuple[RowFile, RowFile | None]:
+        key = (name, rank)
+        if key not in self._files:
+            field, size = self.fields[name], shard_size(self.rows, self.processes, rank)
+            if field.ragged:
+                self._files[key] = (RowFile(field.file(self.folder, rank), field.dtype, field.shape),
+                                    RowFile(field.ends_file(self.folder, rank), np.int64, (), rows=size))
+            else:
+                self._files[key] = (RowFile(field.file(self.folder, rank), field.dtype, field.shape, rows=size), None)
+        return self._files[key]
+
+    def read(self, name: str, rows: Sequence[int]) -> np.ndarray | list[np.ndarray]:
+        """Field ``name`` of ``rows`` (store row numbers, in that order): ``(len(rows), *shape)`` for a
+        fixed field, a list of ``(n_r, *shape)`` arrays for a ragged one; fresh arrays.
+
+        Raises:
+            StoreError: a row outside the store, or a file cut short.
+        """
+        field = self.fields[name]
+        out = [] if field.ragged else np.empty((len(rows), *field.shape), field.numpy_dtype)
+        for i, row in enumerate(rows):
+            row = int(row)
+            if not 0 <= row < self.rows:
+                raise StoreError(f"{self.folder}: row {row} of a store of {self.rows} rows")
+            data, ends = self._open(name, row % self.processes)
+            position = row // self.processes
+            try:
+                if ends is None:
+                    out[i] = data.row(position)
+                    continue
+                start = int(ends.row(position - 1)) if position else 0
+                out.append(data.read(start, int(ends.row(position))))
+            except (EOFError, IndexError) as exc:
+                raise StoreError(f"{exc}; the store is damaged: build it again (--overwrite)") from None
+        return out
+
+    def close(self) -> None:
+        """Close the files (reading again opens them again)."""
+        for data, ends in getattr(self, "_files", {}).values():
+            data.close()
+            if ends is not None:
+                ends.close()
+        self._files = {}
+
+    def __del__(self) -> None:
+        self.close()
