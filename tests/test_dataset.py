@@ -151,6 +151,23 @@ def test_collate_offsets_and_global_indices(infos_dir):
     assert int(batch["voxel_coords"][:, 0].max()) == 2
 
 
+def test_without_images_no_image_is_opened_and_the_points_are_the_same(infos_dir, monkeypatch):
+    """``with_images=False`` (the 3D probe without its agreement metric): no image file is opened, the item
+    has no camera and no pair, and its points are those of the item with images."""
+    import collab_distill.data.dataset as dataset_module
+
+    cfg = _cfg(infos_dir)
+    full = PairedDataset(cfg, seed=3, train=False)[1]
+    opened = []
+    monkeypatch.setattr(dataset_module, "load_image", lambda *a, **k: opened.append(a[0]))
+    bare = PairedDataset(cfg, seed=3, train=False, with_images=False)[1]
+    assert opened == [] and bare["cameras"] == [] and len(bare["pair_point"]) == 0 < len(full["pair_point"])
+    assert bare["images"].shape == (0, 3, 126, 252) and bare["K"].shape == (0, 3, 3)
+    assert torch.equal(bare["points"], full["points"])
+    batch = Collate(voxel_size=0.5)([bare, bare])
+    assert batch["images"].shape[0] == 0 and batch["offsets"].tolist() == [len(bare["points"]), 2 * len(bare["points"])]
+
+
 def _on_copy(synthetic_infos, root) -> DataConfig:
     """The synthetic train split, front camera, read from dataroot ``root``."""
     return DataConfig(info_dir=str(synthetic_infos), dataroot=str(root), split="train", conditions=["all"],

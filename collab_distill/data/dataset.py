@@ -95,6 +95,9 @@ class PairedDataset(Dataset):
             instead of ``images`` (stage 1's ``method.teacher_store``); "" loads the images.
         with_points: load the LiDAR points and pair them with pixels; False (the methods whose
             ``needs_points`` is False) opens no point or label file: items carry the images alone.
+        with_images: load the selected cameras; False (the 3D probe without its agreement metric)
+            opens no image or stored map: an item has no camera (``images (0, 3, H, W)``, ``K (0, 3, 3)``,
+            ``lidar2cam (0, 4, 4)``, no pair), only its points, labels and conditions.
 
     Raises:
         ConfigError: image augmentation with a store (the store holds the maps of the centre crop).
@@ -103,7 +106,7 @@ class PairedDataset(Dataset):
     """
 
     def __init__(self, cfg: DataConfig, seed: int = 0, train: bool = True, teacher_store: str | Path = "",
-                 with_points: bool = True) -> None:
+                 with_points: bool = True, with_images: bool = True) -> None:
         store = InfoStore(store_path(cfg.info_dir, cfg.split), cfg.dataroot or None)
         self.root = store.dataroot
         self.samples = InfoSelection(store, cfg.conditions)
@@ -114,6 +117,7 @@ class PairedDataset(Dataset):
         self.seed = seed
         self.train = train
         self.with_points = with_points
+        self.with_images = with_images
         self.image_dtype = torch.uint8 if cfg.image_dtype == "uint8" else torch.float32
         self.epoch = 0
         self.augment = train and cfg.augment
@@ -163,13 +167,17 @@ class PairedDataset(Dataset):
             float16, ``K (M, 3, 3)``, ``lidar2cam (M, 4, 4)``,
             ``pair_point (P,)``, ``pair_image (P,)`` (camera index within the sample), ``pair_uv (P, 2)``,
             ``pair_depth (P,)``, ``conditions (5,)`` multi-hot (CONDITION_TAGS), ``cameras``, ``token``,
-            ``epoch``; without points (``with_points=False``) no ``points``, ``labels`` or ``pair_*``.
+            ``epoch``; without points (``with_points=False``) no ``points``, ``labels`` or ``pair_*``;
+            without images (``with_images=False``) no camera: ``M = 0``, ``P = 0``.
         """
         index, epoch = key if isinstance(key, tuple) else (key, self.epoch)
         info = self.samples[index]
         rng = np.random.default_rng([self.seed, epoch, index])
-        channels = self.cameras_of(info, rng)
-        if self.features is None:
+        channels = self.cameras_of(info, rng) if self.with_images else []
+        if not channels:   # with_images=False: no camera, so no image, K or pair
+            k_all = np.zeros((0, 3, 3))
+            views = {"images": torch.zeros((0, 3, *self.cfg.image_size), dtype=self.image_dtype)}
+        elif self.features is None:
             loaded = [load_image(self.root / info.cameras[c].path, self.cfg.image_size, info.cameras[c].K, rng,
                                  self.image_aug, self.image_dtype) for c in channels]
             k_all = np.stack([k for _, k in loaded])
@@ -178,7 +186,7 @@ class PairedDataset(Dataset):
             sample, slots = int(self.samples.indices[index]), [self.slot_of[c] for c in channels]
             k_all = self.features.intrinsics(sample, slots)
             views = {"teacher_maps": torch.from_numpy(self.features.maps(sample, slots))}
-        lidar2cam = np.stack([info.cameras[c].lidar2cam for c in channels])
+        lidar2cam = np.stack([info.cameras[c].lidar2cam for c in channels]) if channels else np.zeros((0, 4, 4))
         item = {**views, "K": torch.from_numpy(k_all).float(), "lidar2cam": torch.from_numpy(lidar2cam).float(),
                 "conditions": conditions_multi_hot(info.conditions), "cameras": channels, "token": info.token,
                 "epoch": epoch}
