@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Literal
 
-from collab_distill.ranges import Momentum, NonNegativeFloat, PositiveInt, Severity
+from collab_distill.ranges import Momentum, NonNegativeFloat, PositiveFloat, PositiveInt, Severity, UnitInterval
 
 
 @dataclass
@@ -25,6 +25,28 @@ class TeacherPretrainConfig(MethodSection):
 
     name: str = "teacher_pretrain"
     depth_weight: NonNegativeFloat = 1.0
+
+
+@dataclass
+class TeacherSSLConfig(MethodSection):
+    """``teacher_ssl``: DINO (CLS) + iBOT (masked patch tokens) self-distillation and masked-pixel prediction,
+    images only (docs/methods.md)."""
+
+    name: str = "teacher_ssl"
+    cls_weight: NonNegativeFloat = 1.0        # DINO: CLS of one crop (student) vs the other crop (EMA teacher)
+    patch_weight: NonNegativeFloat = 1.0      # iBOT: masked patch tokens (student) vs the unmasked crop's (teacher)
+    pixel_weight: NonNegativeFloat = 1.0      # SimMIM/MAE: the masked patches' pixels from the student's tokens
+    out_dim: PositiveInt = 256                # prototypes of the projection head (shared by CLS and patch tokens)
+    hidden_dim: PositiveInt = 512             # the head's MLP width
+    bottleneck_dim: PositiveInt = 64          # the head's L2-normalised bottleneck before the prototypes
+    student_temp: PositiveFloat = 0.1
+    teacher_temp: PositiveFloat = 0.04        # sharpening of the teacher's distribution
+    center_momentum: Momentum = 0.9           # centring of the teacher's logits (batch mean, all processes)
+    ema_momentum: Momentum = 0.99             # the teacher is an EMA of the student
+    crop_scale: tuple[UnitInterval, UnitInterval] = (0.35, 1.0)  # area fraction of the two global crops
+    jitter: UnitInterval = 0.4                # +- brightness, contrast, saturation per crop
+    mask_prob: UnitInterval = 0.5             # fraction of the student's crops that get a patch mask
+    mask_ratio: tuple[UnitInterval, UnitInterval] = (0.1, 0.5)   # masked fraction of the patches of such a crop
 
 
 @dataclass

@@ -18,6 +18,7 @@ from collab_distill.methods.config import (
     Stage1Config,
     Stage2Config,
     TeacherPretrainConfig,
+    TeacherSSLConfig,
 )
 
 if TYPE_CHECKING:
@@ -43,6 +44,9 @@ METHODS: dict[str, MethodEntry] = {
     "teacher_pretrain": MethodEntry(
         "collab_distill.methods.teacher_pretrain:TeacherPretrain", TeacherPretrainConfig, "teacher",
         "configs/teacher/synthetic.yaml", "clear-weather teacher ViT: lidarseg class and log depth at LiDAR points"),
+    "teacher_ssl": MethodEntry(
+        "collab_distill.methods.teacher_ssl:TeacherSSL", TeacherSSLConfig, "teacher", "configs/teacher/ssl.yaml",
+        "label-free clear-weather teacher ViT: DINO + iBOT self-distillation, masked pixels; images only (no LiDAR)"),
     "stage1": MethodEntry(
         "collab_distill.methods.stage1:Stage1", Stage1Config, "stage1", "configs/stage1/synthetic.yaml",
         "the LiDAR encoder learns the frozen teacher's features at projected pixels (clear scenes)"),
