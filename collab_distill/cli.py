@@ -202,7 +202,8 @@ def probe_main(doc: str, tool: str, task: str, default_config: str, argv: list[s
             raise ProbeError(f"{args.config} is a '{cfg.task}' probe config; {tool} runs '{task}' probes")
         result = run_probe(cfg, progress=not args.no_progress, command=command_line(tool, argv),
                            overwrite=args.overwrite)
-    print(probe_summary(result))
+    if result:  # under accelerate launch, only the main process trains the head and has a result
+        print(probe_summary(result))
 
 
 def probe_summary(result: dict[str, Any]) -> str:

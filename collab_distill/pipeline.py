@@ -33,7 +33,6 @@ from collab_distill.config import ConfigError, RunConfig, load_config, register_
 from collab_distill.data.world import WorldBuilder
 from collab_distill.methods.registry import METHODS, method_names
 from collab_distill.probe.config import ProbeConfig
-from collab_distill.probe.data import ViewCache
 from collab_distill.probe.lidar import RANDOM_INIT_NAME, LidarProbeConfig, lidar_result_path
 
 log = logging.getLogger(__name__)
@@ -193,16 +192,15 @@ def steps(opts: DemoOptions, world: WorldBuilder) -> list[Step]:
                            lambda: _train(demo, *method_names("teacher"), opts.out / "teacher", opts.seeds[0], [],
                                           preset.teacher)))
     result.append(Step("teacher features", teacher_store(opts) / "meta.json", lambda: _cache_teacher(demo)))
-    views = ViewCache()  # the probes of every encoder and seed read the same views: load them once
     for seed in opts.seeds:
-        result += seed_steps(demo, seed, views)
+        result += seed_steps(demo, seed)
     if len(opts.seeds) > 1:
         result.append(Step(f"mean and std over seeds {list(opts.seeds)}", opts.out / "seeds.md",
                            lambda: _seeds_table(opts)))
     return result
 
 
-def seed_steps(demo: _Demo, seed: int, views: ViewCache) -> list[Step]:
+def seed_steps(demo: _Demo, seed: int) -> list[Step]:
     """Training, probes and report of one seed."""
     opts, preset = demo.opts, demo.preset
     out = seed_dir(opts, seed)
@@ -222,7 +220,7 @@ def seed_steps(demo: _Demo, seed: int, views: ViewCache) -> list[Step]:
     for name in PROBED:
         for task, config in PROBES.items():
             result.append(Step(f"{tag}{task} probe: {name}", out / "probes" / name / f"{task}.json",
-                               lambda name=name, config=config: _probe(demo, config, seed, name, views)))
+                               lambda name=name, config=config: _probe(demo, config, seed, name)))
     for name, weights in (("stage1", str(out / "stage1" / "weights")), (RANDOM_INIT_NAME, "")):
         cfg = _lidar_probe_config(demo, seed, name, weights)
         result.append(Step(f"{tag}3D probe: {name}", lidar_result_path(cfg), lambda cfg=cfg: _lidar_probe(cfg)))
@@ -230,16 +228,19 @@ def seed_steps(demo: _Demo, seed: int, views: ViewCache) -> list[Step]:
     return result
 
 
-def _probe(demo: _Demo, config: str, seed: int, name: str, views: ViewCache) -> None:
-    """The 2D probe ``config`` of encoder ``name`` (the frozen teacher or a trained student)."""
+def _probe(demo: _Demo, config: str, seed: int, name: str) -> None:
+    """The 2D probe ``config`` of encoder ``name`` (the frozen teacher or a trained student). Its features
+    come from the probe store of the encoder under ``<out>/probe_stores``: built by the first probe of
+    that encoder (seg), read by the next (depth), and the teacher's by every seed."""
     from collab_distill.probe.run import run_probe
 
     out = seed_dir(demo.opts, seed)
     encoder = "" if name == "teacher" else str(out / name / "weights" / "student.safetensors")
     cfg = load_config(config, [
         f"experiment.name={name}", f"experiment.output_dir={out / 'probes'}", *demo.shared(seed), f"encoder={encoder}",
-        f"model.image.weights={teacher_weights(demo.opts)}", *overrides(demo.preset.probe)], schema=ProbeConfig)
-    run_probe(cfg, progress=True, cache=views)
+        f"model.image.weights={teacher_weights(demo.opts)}", f"store.dir={demo.opts.out / 'probe_stores'}",
+        *overrides(demo.preset.probe)], schema=ProbeConfig)
+    run_probe(cfg, progress=True)
 
 
 def _lidar_probe_config(demo: _Demo, seed: int, label: str, weights: str) -> LidarProbeConfig:

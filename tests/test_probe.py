@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -19,14 +20,21 @@ from collab_distill.data.taxonomy import IGNORE
 from collab_distill.models import ImageEncoder, ImageEncoderConfig, WeightsError
 from collab_distill.paths import ExistingOutputError
 from collab_distill.probe.config import FolderConfig, ProbeConfig, ProbeHeadConfig, ProbeTrainConfig
-from collab_distill.probe.data import FolderViews, NuScenesViews, collate_views, load_target_png, rasterize_points
+from collab_distill.probe.data import (
+    FolderViews,
+    NuScenesViews,
+    ProbeView,
+    collate_views,
+    load_target_png,
+    rasterize_points,
+)
 from collab_distill.probe.encoder import load_encoder
-from collab_distill.probe.features import FeatureBank, precompute
 from collab_distill.probe.fidelity import feature_fidelity
 from collab_distill.probe.metrics import ConfusionMatrix
 from collab_distill.probe.results import load_result
 from collab_distill.probe.run import probe_name, run_probe
-from collab_distill.probe.train import DepthTask, SegTask, evaluate, train_head
+from collab_distill.probe.store_build import build_probe_store
+from collab_distill.probe.train import DepthTask, SegTask, StoreViews, evaluate, train_head
 from data_prep.synthetic.taxonomy import fine_to_coarse_lut
 
 SIZE = (112, 224)
@@ -46,10 +54,15 @@ def train_views(synthetic_infos):
     return NuScenesViews(_data(synthetic_infos), with_reference=True)
 
 
+def _store(encoder, views, path, name="pico"):
+    """A probe store of ``views`` (a view dataset or a list of lists of views) at ``path``."""
+    identity = {"encoder": {"name": name, "image_size": list(SIZE), "blocks": [-1]}, "views": {"n": len(views)}}
+    return build_probe_store(encoder, views, range(len(views)), identity, path, ("label", "depth"), progress=False)
+
+
 @pytest.fixture(scope="module")
-def seg_bank(train_views):
-    encoder = load_encoder(PICO, "random", SIZE)
-    return precompute(encoder, _loader(train_views), [-1], cls_token=False, progress=False)
+def seg_store(train_views, tmp_path_factory):
+    return _store(load_encoder(PICO, "random", SIZE), train_views, tmp_path_factory.mktemp("seg_store") / "store")
 
 
 def test_rasterize_keeps_the_nearest_point_per_pixel():
@@ -97,22 +110,34 @@ def test_fidelity_is_one_for_the_teacher_on_its_own_clear_view_and_lower_on_adve
     assert adverse["night"]["patch_cosine"] < 0.99  # a night+rain image is not its clear render
 
 
-def _train_miou(bank: FeatureBank, classes, iterations=60) -> float:
-    task = SegTask(ProbeHeadConfig(), classes)
-    head, _ = train_head(task, bank, ProbeTrainConfig(iterations=iterations, batch_size=4, warmup=10, lr=3e-2),
+def _train_miou(store, classes, iterations=60) -> float:
+    task, views = SegTask(ProbeHeadConfig(), classes), StoreViews(store, norm=True, cls_token=False)
+    head, _ = train_head(task, views, ProbeTrainConfig(iterations=iterations, batch_size=4, warmup=10, lr=3e-2),
                          seed=0, progress=False)
-    return evaluate(task, head, bank, progress=False)["all"]["miou"]
+    return evaluate(task, head, views, progress=False)["all"]["miou"]
 
 
-def test_seg_probe_learns_from_features_and_not_from_noise(seg_bank, train_views):
+class _NoiseEncoder(torch.nn.Module):
+    """Wraps an encoder and returns seeded noise of its shapes instead of its features."""
+
+    def __init__(self, encoder):
+        super().__init__()
+        self.encoder, self.generator = encoder, torch.Generator().manual_seed(0)
+
+    def forward(self, images, blocks):
+        out = self.encoder(images, blocks=blocks)
+        return dataclasses.replace(out, patch=[torch.randn(p.shape, generator=self.generator) for p in out.patch])
+
+
+def test_seg_probe_learns_from_features_and_not_from_noise(seg_store, train_views, tmp_path):
     classes = train_views.classes
-    informative = _train_miou(seg_bank, classes)
-    noise = dataclasses.replace(seg_bank, patch=torch.randn(seg_bank.patch.shape,
-                                                            generator=torch.Generator().manual_seed(0)).half())
+    informative = _train_miou(seg_store, classes)
+    noise = _store(_NoiseEncoder(load_encoder(PICO, "random", SIZE)), train_views, tmp_path / "noise")
     uninformative = _train_miou(noise, classes)
-    counts = torch.bincount(seg_bank.label[seg_bank.label != IGNORE].long(), minlength=len(classes))
+    labels = torch.cat([seg_store.targets_of(i)[1] for i in range(len(seg_store))])
+    labels = labels[labels != IGNORE]
     constant = ConfusionMatrix(len(classes))
-    constant.update(torch.full_like(seg_bank.label, int(counts.argmax())), seg_bank.label)
+    constant.update(torch.full_like(labels, int(torch.bincount(labels, minlength=len(classes)).argmax())), labels)
     assert informative > constant.miou() + 0.1, (informative, constant.miou())
     assert informative > uninformative + 0.05, (informative, uninformative)
 
@@ -122,12 +147,12 @@ class _ConstantDepth(torch.nn.Module):
         return torch.full((x.shape[0], *x.shape[-2:]), 10.0)
 
 
-def test_results_are_split_per_condition_tag():
-    depth = torch.tensor([10.0, 5.0, 20.0]).view(3, 1, 1).expand(3, 28, 28).clone()
-    bank = FeatureBank(torch.zeros(3, 1, 2, 2).half(), None, None, depth,
-                       [("clear",), ("night", "rain"), ("fog",)], ["a", "b", "c"])
+def test_results_are_split_per_condition_tag(tmp_path):
+    views = [[ProbeView(torch.zeros(3, *SIZE), None, torch.full(SIZE, d), tags, name)]
+             for d, tags, name in ((10.0, ("clear",), "a"), (5.0, ("night", "rain"), "b"), (20.0, ("fog",), "c"))]
+    store = _store(load_encoder(PICO, "random", SIZE), views, tmp_path / "store")
     task = DepthTask(ProbeHeadConfig(min_depth=0.001, max_depth=80.0), gradient_weight=0.5)
-    res = evaluate(task, _ConstantDepth(), bank, batch_size=2, progress=False)
+    res = evaluate(task, _ConstantDepth(), StoreViews(store, False, False), batch_size=2, progress=False)
     assert list(res) == ["clear", "night", "rain", "fog", "snow", "all"]
     assert res["clear"]["abs_rel"] == pytest.approx(0.0, abs=1e-6)
     assert res["night"]["abs_rel"] == res["rain"]["abs_rel"] == pytest.approx(1.0)
@@ -171,27 +196,23 @@ def test_probe_run_writes_metrics_per_condition_and_the_recipe(synthetic_infos, 
     assert load_config(tmp_path / "teacher" / f"{task}_config.yaml", schema=ProbeConfig) == cfg
 
 
-def test_view_cache_loads_each_set_once_and_changes_no_result(synthetic_infos, tmp_path, monkeypatch):
-    from collab_distill.probe import run as probe_run
-    from collab_distill.probe.data import ViewCache
+def test_seg_and_depth_probes_share_one_store_built_once(synthetic_infos, tmp_path, monkeypatch):
+    from collab_distill.probe import stores
 
     built = []
-
-    class CountedViews(NuScenesViews):
-        def __init__(self, *args, **kwargs):
-            built.append(args)
-            super().__init__(*args, **kwargs)
-
-    monkeypatch.setattr(probe_run, "NuScenesViews", CountedViews)
-    plain = run_probe(_tiny_cfg(synthetic_infos, tmp_path / "plain"), progress=False)
-    assert len(built) == 3  # train, eval, eval with the clear references
-    cache = ViewCache(progress=False)
-    first = run_probe(_tiny_cfg(synthetic_infos, tmp_path / "a"), progress=False, cache=cache)
-    again = run_probe(_tiny_cfg(synthetic_infos, tmp_path / "b", "experiment.name=other"), progress=False,
-                      cache=cache)
-    assert len(built) == 6  # the second cached run read nothing
-    for result in (first, again):
-        assert result["results"] == plain["results"] and result["fidelity"] == plain["fidelity"]
+    real = stores.build_probe_store
+    monkeypatch.setattr(stores, "build_probe_store", lambda *args, **kwargs: built.append(args[4]) or real(*args,
+                                                                                                           **kwargs))
+    seg = run_probe(_tiny_cfg(synthetic_infos, tmp_path), progress=False)
+    assert len(built) == 2  # the training and the evaluation views
+    run_probe(_tiny_cfg(synthetic_infos, tmp_path, "task=depth", "head.norm=false", "head.cls_token=true",
+                        "head.upsample=4", "head.batch_norm=false", "head.num_bins=64", "eval.fidelity=false"),
+              progress=False)
+    again = run_probe(_tiny_cfg(synthetic_infos, tmp_path, "experiment.name=again"), progress=False)
+    assert len(built) == 2  # the depth probe and the second seg probe read the same stores
+    assert again["results"] == seg["results"] and again["recipe"]["store"] == seg["recipe"]["store"]
+    assert {Path(seg["recipe"]["store"][split]["path"]) for split in ("train", "eval")} == set(built)
+    assert all(p.parent == tmp_path / "stores" for p in built)
 
 
 def test_cli_refuses_a_config_of_the_other_task_in_one_line(capsys):

@@ -20,8 +20,10 @@ from __future__ import annotations
 
 import dataclasses
 import logging
+import tempfile
 import time
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import torch
@@ -36,9 +38,9 @@ from collab_distill.losses import cosine_distance
 from collab_distill.models import ImageEncoder, ImageEncoderConfig
 from collab_distill.probe.config import ProbeConfig
 from collab_distill.probe.encoder import load_encoder
-from collab_distill.probe.features import precompute
 from collab_distill.probe.run import build_task, build_views
-from collab_distill.probe.train import evaluate, train_head
+from collab_distill.probe.store_build import build_probe_store
+from collab_distill.probe.train import StoreViews, evaluate, train_head
 from collab_distill.ranges import PositiveFloat, PositiveInt
 
 log = logging.getLogger(__name__)
@@ -78,12 +80,18 @@ def _views(dataset: Any) -> list[list[Any]]:
 
 def _probe(encoder: nn.Module, train: list[list[Any]], test: list[list[Any]], probe: ProbeConfig,
            seed: int) -> dict[str, Any]:
-    """mIoU per condition of a fresh linear head on ``encoder``'s last-block normed patch maps."""
+    """mIoU per condition of a fresh linear head on ``encoder``'s last-block normed patch maps (read from
+    probe stores of this encoder, built in a temporary folder and dropped after)."""
     task = build_task(probe, LIDARSEG_CLASSES)
-    train_bank = precompute(encoder, train, [-1], False, progress=False)
-    test_bank = precompute(encoder, test, [-1], False, progress=False)
-    head, _ = train_head(task, train_bank, probe.train, seed, progress=False)
-    return {group: r.get("miou") for group, r in evaluate(task, head, test_bank, progress=False).items()}
+    size = list(probe.data.image_size)
+    with tempfile.TemporaryDirectory(prefix="encoder_study_") as folder:
+        stores = [build_probe_store(encoder, views, range(len(views)),
+                                    {"encoder": {"image_size": size, "blocks": [-1]}, "views": {"split": split}},
+                                    Path(folder) / split, ("label", "depth"), progress=False)
+                  for split, views in (("train", train), ("test", test))]
+        train_set, test_set = (StoreViews(store, norm=True, cls_token=False) for store in stores)
+        head, _ = train_head(task, train_set, probe.train, seed, progress=False)
+        return {group: r.get("miou") for group, r in evaluate(task, head, test_set, progress=False).items()}
 
 
 @torch.no_grad()

@@ -51,7 +51,7 @@ class ProbeTrainConfig:
     warmup: NonNegativeInt = 50      # iterations of linear warm-up
     gradient_loss_weight: NonNegativeFloat = 0.5  # depth: SigLoss + w * gradient loss
     max_samples: NonNegativeInt = 0  # >0: a seeded subset of the training samples (keyframes or folder images)
-    feature_batch: PositiveInt = 2   # samples per encoder call (a keyframe brings each of its cameras)
+    feature_batch: PositiveInt = 2   # samples per encoder call while a store is built (a keyframe brings its cameras)
 
 
 @dataclass
@@ -83,6 +83,17 @@ class FolderConfig:
 
 
 @dataclass
+class ProbeStoreConfig:
+    """Where the probe feature stores live (:mod:`collab_distill.probe.store`): one folder per identity
+    (encoder weights, architecture, image size, blocks, views), found and reused by every probe that
+    reads the same features (seg and depth, every recipe on the same blocks)."""
+
+    dir: str = ""                    # folder of the stores, one <identity sha256> folder each; "": <output_dir>/stores
+    train: str = ""                  # an explicit store of the training views (refused if its identity differs)
+    eval: str = ""                   # an explicit store of the evaluation views (refused if its identity differs)
+
+
+@dataclass
 class ProbeConfig:
     """Top-level schema of a probe run (``tools/probe_seg.py``, ``tools/probe_depth.py``)."""
 
@@ -97,6 +108,7 @@ class ProbeConfig:
     eval: ProbeEvalConfig = field(default_factory=ProbeEvalConfig)
     gt: GroundTruthConfig = field(default_factory=GroundTruthConfig)
     folder: FolderConfig = field(default_factory=FolderConfig)
+    store: ProbeStoreConfig = field(default_factory=ProbeStoreConfig)
 
 
 register_schema("probe", ProbeConfig)

@@ -1,7 +1,9 @@
 """Probe views: images with dense per-pixel targets, from nuScenes-format info files or a folder.
 
 A :class:`ProbeView` is one image at the probe resolution with ``label (H, W)`` uint8 class indices
-(``IGNORE`` = unlabelled) and/or ``depth (H, W)`` float32 metres (0 = no ground truth).
+(``IGNORE`` = unlabelled) and/or ``depth (H, W)`` float32 metres (0 = no ground truth). The dense maps
+live only while a view is loaded: a probe store keeps the sparse targets
+(:func:`~collab_distill.probe.store.sparse_targets`).
 
 * nuScenes format (:class:`NuScenesViews`): lidarseg points projected into the images, the 32 fine
   classes mapped to the 16 lidarseg evaluation classes (``ignore`` -> ``IGNORE``); per pixel the
@@ -24,14 +26,13 @@ import dataclasses
 import json
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any
 
 import numpy as np
 import torch
 from PIL import Image
 from torch import Tensor
 from torch.utils.data import Dataset
-from tqdm import tqdm
 
 from collab_distill.config import DataConfig
 from collab_distill.data.conditions import CONDITION_TAGS
@@ -131,6 +132,20 @@ class NuScenesViews(Dataset):
     def __len__(self) -> int:
         return len(self.pairs)
 
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The targets the views carry: ``label`` (when the samples have lidarseg labels) and ``depth``."""
+        return ("label", "depth") if self.pairs.samples[0].lidarseg_path else ("depth",)
+
+    def view_counts(self) -> np.ndarray:
+        """``(len(self),)`` int64 views of each item (its cameras under ``data.cameras``), no item loaded."""
+        cameras, samples = self.pairs.cfg.cameras, self.pairs.samples
+        if cameras == ["random"]:
+            return np.ones(len(samples), dtype=np.int64)
+        if cameras == ["all"]:
+            return samples.store.cameras_present(samples.indices).sum(axis=1).astype(np.int64)
+        return np.full(len(samples), len(cameras), dtype=np.int64)
+
     def __getitem__(self, index: int) -> list[ProbeView]:
         item = self.pairs[index]
         num_images = len(item["images"])
@@ -180,6 +195,15 @@ class FolderViews(Dataset):
     def __len__(self) -> int:
         return len(self.images)
 
+    @property
+    def targets(self) -> tuple[str, ...]:
+        """The one target of the set: ``label`` (segmentation) or ``depth``."""
+        return ("label",) if self.task == "seg" else ("depth",)
+
+    def view_counts(self) -> np.ndarray:
+        """``(len(self),)`` int64: one view per image."""
+        return np.ones(len(self.images), dtype=np.int64)
+
     def __getitem__(self, index: int) -> list[ProbeView]:
         path = self.images[index]
         image, _ = load_image(path, self.size, np.eye(3), np.random.default_rng(0))
@@ -207,34 +231,3 @@ def load_target_png(path: Path, out_size: tuple[int, int]) -> np.ndarray:
         arr = np.asarray(im.resize((new_w, new_h), Image.NEAREST))
     left, top = (new_w - out_w) // 2, (new_h - out_h) // 2
     return arr[top:top + out_h, left:left + out_w].copy()
-
-
-class InMemoryViews(Dataset):
-    """Every item of ``source`` (a view dataset), loaded once; ``source`` stays reachable."""
-
-    def __init__(self, source: Dataset, progress: bool = True) -> None:
-        self.source = source
-        self.classes = getattr(source, "classes", ())
-        self.items = [source[i] for i in tqdm(range(len(source)), desc="load views", unit="sample",
-                                              disable=not progress)]
-
-    def __len__(self) -> int:
-        return len(self.items)
-
-    def __getitem__(self, index: int) -> list[ProbeView]:
-        return self.items[index]
-
-
-class ViewCache:
-    """View sets kept in memory across the probe runs of one process (the demo probes five encoders
-    for two tasks on the same views): each distinct set is read and rasterised once."""
-
-    def __init__(self, progress: bool = True) -> None:
-        self.progress = progress
-        self._sets: dict[str, InMemoryViews] = {}
-
-    def get(self, key: str, build: Callable[[], Dataset]) -> InMemoryViews:
-        """The set stored under ``key``, built and loaded on first use."""
-        if key not in self._sets:
-            self._sets[key] = InMemoryViews(build(), self.progress)
-        return self._sets[key]

@@ -9,11 +9,12 @@ Two kinds of file are accepted for the probed encoder:
 """
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import hashlib
 import math
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 import torch
 import yaml
@@ -99,34 +100,64 @@ def describe_weights(weights: str, cfg: ImageEncoderConfig) -> dict[str, Any]:
     return out
 
 
+def core_encoder(encoder: torch.nn.Module) -> ImageEncoder:
+    """The :class:`ImageEncoder` of ``encoder``: itself, or the first one it wraps (e.g. an
+    :class:`~collab_distill.defense.ASVPDefense`)."""
+    if isinstance(encoder, ImageEncoder):
+        return encoder
+    found = next((m for m in encoder.modules() if isinstance(m, ImageEncoder)), None)
+    if found is None:
+        raise TypeError(f"{type(encoder).__name__} holds no ImageEncoder to probe")
+    return found
+
+
+def final_norm(encoder: torch.nn.Module) -> torch.nn.LayerNorm:
+    """The final LayerNorm of ``encoder``'s ViT (what a probe store applies at read time).
+
+    Raises:
+        WeightsError: the ViT's final norm is not a LayerNorm.
+    """
+    norm = core_encoder(encoder).vit.norm
+    if not isinstance(norm, torch.nn.LayerNorm):
+        raise WeightsError(f"the probe store applies the ViT's final norm at read time and needs a LayerNorm; this "
+                           f"encoder has {type(norm).__name__}")
+    return norm
+
+
+@contextlib.contextmanager
+def without_final_norm(encoder: torch.nn.Module) -> Iterator[None]:
+    """Within the block, ``encoder`` (or the :class:`ImageEncoder` it wraps) returns its patch maps before
+    the final norm, whatever its ``cfg.norm``."""
+    core = core_encoder(encoder)
+    saved = core.cfg
+    core.cfg = dataclasses.replace(saved, norm=False)
+    try:
+        yield
+    finally:
+        core.cfg = saved
+
+
 @torch.no_grad()
-def probe_features(encoder: ImageEncoder, images: Tensor, blocks: Sequence[int], cls_token: bool
-                   ) -> tuple[Tensor, Tensor | None]:
-    """Patch maps and CLS tokens of ``blocks`` for the probe heads.
+def probe_features(encoder: torch.nn.Module, images: Tensor, blocks: Sequence[int]) -> tuple[Tensor, Tensor]:
+    """The un-normed patch maps and CLS tokens of ``blocks`` (what a probe store holds; the final norm
+    is applied when a head reads them).
 
     Args:
-        encoder: its ``cfg.norm`` decides whether the final LayerNorm applies (to the CLS tokens too).
+        encoder: an :class:`ImageEncoder`, or a module whose call forwards to one (e.g. an ASVP defense).
         images: ``(B, 3, H, W)`` in [0, 1].
         blocks: blocks whose outputs are concatenated channel-wise, in order.
-        cls_token: also return the blocks' CLS tokens.
 
     Returns:
-        ``patch (B, n*D, h, w)`` and ``cls (B, n*D)`` (None unless ``cls_token``).
+        ``patch (B, n*D, h, w)`` and ``cls (B, n*D)``, before the final norm.
     """
+    core = core_encoder(encoder)
     captured: dict[int, Tensor] = {}
-    handles = []
-    if cls_token:
-        for b in blocks:
-            index = b % encoder.depth
-            handles.append(encoder.vit.blocks[index].register_forward_hook(
-                lambda _m, _i, out, i=index: captured.__setitem__(i, out[:, 0])))
+    handles = [core.vit.blocks[b % core.depth].register_forward_hook(
+        lambda _m, _i, out, i=b % core.depth: captured.__setitem__(i, out[:, 0])) for b in blocks]
     try:
-        feats = encoder(images, blocks=list(blocks))
+        with without_final_norm(encoder):
+            feats = encoder(images, blocks=list(blocks))
     finally:
         for handle in handles:
             handle.remove()
-    patch = torch.cat(feats.patch, dim=1)
-    if not cls_token:
-        return patch, None
-    norm = encoder.vit.norm if encoder.cfg.norm else torch.nn.Identity()
-    return patch, torch.cat([norm(captured[b % encoder.depth]) for b in blocks], dim=1)
+    return torch.cat(feats.patch, dim=1), torch.cat([captured[b % core.depth] for b in blocks], dim=1)

@@ -123,3 +123,36 @@ def gradient_loss(pred: Tensor, target: Tensor, valid: Tensor) -> Tensor:
         h = (d[:, :, :-2] - d[:, :, 2:]).abs() * mf[:, :, :-2] * mf[:, :, 2:]
         total = total + (v.sum() + h.sum()) / mf.sum().clamp(min=1)
     return total
+
+
+def sparse_gradient_loss(pred: Tensor, target: Tensor, image: Tensor, pixel: Tensor, size: tuple[int, int]) -> Tensor:
+    """:func:`gradient_loss` on sparse ground truth: the same value, computed on the valid pixels only.
+
+    Args:
+        pred, target: ``(n,)`` metres at the valid pixels.
+        image: ``(n,)`` int64 image of each pixel in the batch.
+        pixel: ``(n,)`` int64 flat pixel ``y * W + x``.
+        size: ``(H, W)`` of the images.
+
+    At each stride ``s``, the pairs ``(y, x)``/``(y + 2s, x)`` and ``(y, x)``/``(y, x + 2s)`` with
+    ``y % s == x % s == 0`` where both ends are valid (neighbours found by ``searchsorted`` on sorted
+    pixel keys), divided by the number of valid pixels on the stride-``s`` grid.
+    """
+    height, width = size
+    d = torch.log(pred + LOG_EPS) - torch.log(target.clamp(min=0) + LOG_EPS)
+    row, col = pixel // width, pixel % width
+    key = image * (height * width) + pixel
+    total = pred.sum() * 0.0
+    for stride in (1, 2, 4, 6):
+        on = (row % stride == 0) & (col % stride == 0)
+        keys, order = key[on].sort()
+        if not len(keys):
+            continue
+        values, rows, cols = d[on][order], row[on][order], col[on][order]
+        pairs = pred.sum() * 0.0
+        for step, inside in ((2 * stride * width, rows + 2 * stride < height), (2 * stride, cols + 2 * stride < width)):
+            at = torch.searchsorted(keys, keys + step).clamp(max=len(keys) - 1)
+            hit = inside & (keys[at] == keys + step)
+            pairs = pairs + (values[hit] - values[at[hit]]).abs().sum()
+        total = total + pairs / on.sum().clamp(min=1)
+    return total

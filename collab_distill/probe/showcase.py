@@ -20,6 +20,7 @@ The metadata (JSON strings) gives ``task``, ``names``, ``tags`` and ``classes``.
 from __future__ import annotations
 
 import json
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -70,15 +71,18 @@ def condition_key(tags: tuple[str, ...]) -> str:
     return "+".join(tags) or "none"
 
 
-def select_showcase(names: list[str], tags: list[tuple[str, ...]], per_condition: int,
+def select_showcase(names: Sequence[str], tags: Sequence[tuple[str, ...]], per_condition: int,
                     preferred: str = "CAM_FRONT") -> list[int]:
-    """Indices of up to ``per_condition`` views per condition set, front cameras first, then in order."""
+    """Indices of up to ``per_condition`` views per condition set, front cameras first, then in order.
+    ``names`` and ``tags`` are read in two passes, item by item (they may be read lazily from a store)."""
     chosen: dict[str, list[int]] = {}
-    order = sorted(range(len(names)), key=lambda i: (not names[i].endswith(preferred), i))
-    for i in order:
-        group = chosen.setdefault(condition_key(tags[i]), [])
-        if len(group) < per_condition:
-            group.append(i)
+    for front in (True, False):
+        for i in range(len(names)):
+            if names[i].endswith(preferred) != front:
+                continue
+            group = chosen.setdefault(condition_key(tags[i]), [])
+            if len(group) < per_condition:
+                group.append(i)
     return sorted(i for group in chosen.values() for i in group)
 
 
