@@ -10,9 +10,15 @@ Examples:
       data.info_dir=data/synthetic/infos model.image.weights=runs/teacher/weights/teacher_vit.safetensors
                                           # -> runs/probes/stage1/lidar_seg.json
   python tools/probe_lidar.py --out runs/probes ...   # the random-init floor -> runs/probes/random_init/
+  python tools/probe_lidar.py --config configs/nuscenes/probe_lidar.yaml --point-weights runs/stage1/weights \
+      --out runs/probes data.info_dir=data/nuscenes/infos   # full nuScenes on a GPU
 
 Writes <experiment.output_dir>/<name>/lidar_seg.json (--out sets the folder, --name the name: by
-default the run folder of --point-weights, or random_init); tools/report.py collects it.
+default the run folder of --point-weights, or random_init); tools/report.py collects it. The features
+of the training points go once to a float16 store, <experiment.output_dir>/<name>/train_points (config
+key store), reused by a later run of the same encoder, data and subsample (--overwrite replaces a store
+of something else). On a GPU: device=cuda; under `accelerate launch` every process builds its shard
+of the store and the main process trains and evaluates the head.
 """
 from collab_distill.threads import set_thread_defaults; set_thread_defaults()  # noqa: E702 (before torch loads)
 from collab_distill.cli import ToolParser, add_config_args, add_result_args, setup_logging, user_errors, with_flags
@@ -37,7 +43,9 @@ def main(argv: list[str] | None = None) -> None:
         cfg = load_config(args.config, overrides, schema=LidarProbeConfig)
         path = lidar_result_path(cfg)
         refuse_overwrite(path, args.overwrite)
-        result = run_lidar_probe(cfg, progress=not args.no_progress)
+        result = run_lidar_probe(cfg, progress=not args.no_progress, overwrite=args.overwrite)
+        if result is None:   # a process of an accelerate launch other than the main one: its store shard is written
+            return
         write_result(result, path)
     for group, r in result["results"].items():
         cos = r["stage1_teacher_cosine"]
