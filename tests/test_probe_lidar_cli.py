@@ -47,3 +47,35 @@ def test_a_damaged_weight_file_is_named(tmp_path):
     cfg = load_config(None, [f"point_weights={tmp_path}", "model.image.weights=random"], schema=LidarProbeConfig)
     with pytest.raises(WeightsError, match=rf"^{tmp_path / 'point_encoder.safetensors'}: cannot read"):
         build_stage1(cfg)
+
+
+def test_the_nuscenes_probe_config_matches_the_stage1_run_it_probes():
+    """configs/nuscenes/probe_lidar.yaml cannot inherit from the run configs (another schema): its encoder,
+    head, teacher and point data must still be those of configs/nuscenes/vit_s14/stage1.yaml."""
+    from collab_distill.config import RunConfig, config_to_dict
+
+    probe = config_to_dict(load_config("configs/nuscenes/probe_lidar.yaml", schema=LidarProbeConfig))
+    stage1 = config_to_dict(load_config("configs/nuscenes/vit_s14/stage1.yaml", schema=RunConfig))
+    assert probe["model"]["point"] == stage1["model"]["point"] and probe["model"]["head"] == stage1["model"]["head"]
+    for key in ("name", "weights", "blocks", "norm"):
+        assert probe["model"]["image"][key] == stage1["model"]["image"][key], key
+    for key in ("image_size", "nsweeps", "voxel_size", "num_workers"):
+        assert probe["data"][key] == stage1["data"][key], key
+    assert probe["device"] == "cuda" and probe["train"]["points_per_scan"] > 0
+
+
+def test_a_store_of_another_encoder_is_one_error_line_and_overwrite_replaces_it(synthetic_infos, tmp_path, capsys):
+    main = runpy.run_path(str(REPO / "tools" / "probe_lidar.py"))["main"]
+    tiny = [f"data.info_dir={synthetic_infos}", "model.image.name=vit_pico_patch14_cpu", "data.image_size=[56,112]",
+            "model.point.enc_widths=[8,16]", "model.point.enc_depths=[1,1]", "model.point.dec_widths=[16,16]",
+            "model.point.dec_depths=[1,1]", "model.point.stem_width=8", "train.epochs=1", "data.voxel_size=0.4",
+            f"store={tmp_path / 'points'}", "eval.agreement=false", "--no-progress", "--out", str(tmp_path / "probes")]
+    main([*tiny, "--name", "first"])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exit_info:
+        main([*tiny, "--name", "second", "experiment.seed=1"])   # another random init, the same store folder
+    err = [line for line in capsys.readouterr().err.splitlines() if line.strip()]
+    assert exit_info.value.code == 2 and len(err) == 1, err
+    assert err[0].startswith(f"error: {tmp_path / 'points'}: encoder.weights_sha256 is ") and "--overwrite" in err[0]
+    main([*tiny, "--name", "second", "experiment.seed=1", "--overwrite"])
+    assert (tmp_path / "probes" / "second" / "lidar_seg.json").is_file()
