@@ -76,11 +76,11 @@ def test_store_round_trip(tmp_path):
         dense_label, dense_depth = dense_maps(pixel, label, depth, SIZE)
         assert torch.equal(dense_label, view.label) and torch.equal(dense_depth, view.depth)
         # the norm applied at read time: the encoder's own normed features, within float16 rounding
-        x = store.head_input(i, norm=True, cls_token=True)
+        x = store.head_input([i], norm=True, cls_token=True)[0]
         assert x.shape == (4 * encoder.embed_dim, 4, 8)
         torch.testing.assert_close(x[:2 * encoder.embed_dim], torch.cat(normed.patch, 1)[i], atol=1e-2, rtol=1e-2)
     again = ForkingPickler.loads(ForkingPickler.dumps(store))   # what a DataLoader worker gets
-    assert torch.equal(again.head_input(5, False, True), store.head_input(5, False, True))
+    assert torch.equal(again.head_input([5, 0], False, True), store.head_input([5, 0], False, True))
 
 
 class _Failing(list):

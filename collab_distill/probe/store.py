@@ -192,8 +192,11 @@ class ProbeStore:
 
     def read(self, name: str, views: Sequence[int]) -> np.ndarray | list[np.ndarray]:
         """Field ``name`` of ``views``: fixed ``(len(views), *shape)``, ragged a list of arrays (fresh)."""
+        return self._read_rows(name, self._rows(views))
+
+    def _read_rows(self, name: str, rows: Sequence[int]) -> np.ndarray | list[np.ndarray]:
         try:
-            return self.shards.read(name, self._rows(views))
+            return self.shards.read(name, rows)
         except (StoreError, EOFError, IndexError) as exc:
             raise ProbeStoreError(f"{self.path}: {exc}; delete the store and {BUILD_HINT}") from None
 
@@ -206,30 +209,38 @@ class ProbeStore:
         """The name of ``view`` (``<sample token>/<CAMERA>`` or a file stem)."""
         return self.read("name", [view])[0].tobytes().decode()
 
-    def head_input(self, view: int, norm: bool, cls_token: bool) -> Tensor:
-        """``(C', h, w)`` float32 input of a head: the patch tokens, with the final LayerNorm applied per
-        block when ``norm``, then (``cls_token``) the blocks' CLS tokens (normed alike) broadcast to every
-        position; ``C' = C`` or ``2C``."""
-        patch = torch.from_numpy(self.read("patch", [view])[0]).float()
+    def head_input(self, views: Sequence[int], norm: bool, cls_token: bool) -> Tensor:
+        """``(B, C', h, w)`` float32 input of a head for ``views``: the patch tokens, with the final LayerNorm
+        applied per block when ``norm``, then (``cls_token``) the blocks' CLS tokens (normed alike)
+        broadcast to every position; ``C' = C`` or ``2C``."""
+        rows = self._rows(views)
+        patch = torch.from_numpy(self._read_rows("patch", rows)).float()
         if norm:
-            patch = self._norm(patch.flatten(1).T).T.reshape(patch.shape)
+            patch = self._norm(patch.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(patch.shape)
         if not cls_token:
             return patch
-        cls = torch.from_numpy(self.read("cls", [view])[0]).float()
-        cls = self._norm(cls[None])[0] if norm else cls
-        return torch.cat([patch, cls[:, None, None].expand(-1, *patch.shape[-2:])], dim=0)
+        cls = torch.from_numpy(self._read_rows("cls", rows)).float()
+        cls = self._norm(cls[:, None])[:, 0] if norm else cls
+        return torch.cat([patch, cls[:, :, None, None].expand(-1, -1, *patch.shape[-2:])], dim=1)
 
     def _norm(self, tokens: Tensor) -> Tensor:
-        """``(T, n*D)`` -> each block's ``D`` channels LayerNormed with the stored weight, bias and eps."""
+        """``(B, T, n*D)`` -> each block's ``D`` channels LayerNormed with the stored weight, bias and eps."""
         d = len(self.norm_weight)
-        blocks = tokens.view(len(tokens), -1, d)
-        return F.layer_norm(blocks, (d,), self.norm_weight, self.norm_bias, self.norm_eps).view(tokens.shape)
+        blocks = tokens.reshape(*tokens.shape[:2], -1, d)
+        return F.layer_norm(blocks, (d,), self.norm_weight, self.norm_bias, self.norm_eps).reshape(tokens.shape)
+
+    def sparse(self, views: Sequence[int]) -> list[tuple[Tensor, Tensor, Tensor, int]]:
+        """Per view of ``views``: ``pixel (n,)`` int64, ``label (n,)`` int64 (``IGNORE`` = none), ``depth
+        (n,)`` float32 and the tag bitmask."""
+        rows = self._rows(views)
+        pixel, label, depth = (self._read_rows(name, rows) for name in ("pixel", "label", "depth"))
+        tags = self._read_rows("tags", rows)
+        return [(torch.from_numpy(p).long(), torch.from_numpy(lab).long(), torch.from_numpy(d), int(t))
+                for p, lab, d, t in zip(pixel, label, depth, tags)]
 
     def targets_of(self, view: int) -> tuple[Tensor, Tensor, Tensor]:
-        """``pixel (n,)`` int64, ``label (n,)`` int64 (``IGNORE`` = none) and ``depth (n,)`` float32 of ``view``."""
-        return (torch.from_numpy(self.read("pixel", [view])[0]).long(),
-                torch.from_numpy(self.read("label", [view])[0]).long(),
-                torch.from_numpy(self.read("depth", [view])[0]))
+        """``pixel``, ``label`` and ``depth`` of one view (:meth:`sparse`)."""
+        return self.sparse([view])[0][:3]
 
     def close(self) -> None:
         """Close the store's files (reading again opens them again)."""

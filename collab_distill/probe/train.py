@@ -91,9 +91,12 @@ class StoreViews(Dataset):
 
     def __getitem__(self, view: int) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
         """``features (C', h, w)``, ``pixel``, ``label``, ``depth`` (n,) and the tag bitmask."""
-        pixel, label, depth = self.store.targets_of(view)
-        tags = int(self.store.read("tags", [view])[0])
-        return self.store.head_input(view, self.norm, self.cls_token), pixel, label, depth, tags
+        return self.__getitems__([view])[0]
+
+    def __getitems__(self, views: list[int]) -> list[tuple[Tensor, Tensor, Tensor, Tensor, int]]:
+        """The items of ``views`` read together (what a DataLoader asks for a batch)."""
+        features = self.store.head_input(views, self.norm, self.cls_token)
+        return [(x, *targets) for x, targets in zip(features, self.store.sparse(views))]
 
     def collate(self, items: list[tuple[Tensor, Tensor, Tensor, Tensor, int]]) -> SparseBatch:
         """``collate_fn``: the items as one :class:`SparseBatch`."""
