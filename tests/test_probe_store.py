@@ -17,6 +17,7 @@ from collab_distill.probe.data import NuScenesViews, ProbeView
 from collab_distill.probe.encoder import load_encoder, probe_features
 from collab_distill.probe.heads import gradient_loss, sig_loss
 from collab_distill.probe.metrics import ConfusionMatrix, DepthMetrics
+from collab_distill.probe.results import load_result
 from collab_distill.probe.run import run_probe
 from collab_distill.probe.store import ProbeStore, ProbeStoreError, dense_maps, sparse_targets
 from collab_distill.probe.store_build import build_probe_store
@@ -273,3 +274,41 @@ def test_store_training_equals_the_dense_in_ram_path(synthetic_infos, tmp_path, 
     _, log = train_head(task, StoreViews(store, norm=seg, cls_token=not seg), cfg, seed=0, progress=False)
     assert log["loss_first"] == pytest.approx(expected[0], rel=TOLERANCE)
     assert log["loss_last"] == pytest.approx(sum(expected[-10:]) / 10, rel=TOLERANCE)
+
+
+def test_two_processes_write_one_shard_each_and_only_the_main_one_trains(synthetic_infos, tmp_path):
+    """``accelerate launch`` with 2 CPU processes (gloo): one shard per process, the views of one process's
+    store (up to float16 rounding: other batch compositions), one result, one summary line."""
+    import os
+    import socket
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as sock:  # a free port: other test runs may hold a fixed one
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    launcher = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--main_process_port", str(port), "--mixed_precision", "no",
+                "--dynamo_backend", "no"]
+    overrides = [f"data.info_dir={synthetic_infos}", "data.image_size=[56,112]", "model.image.name=vit_pico_patch14_cpu",
+                 "train.iterations=5", "eval.showcase=0", "eval.fidelity=false"]
+    one = run_probe(load_config("configs/probe/seg_linear.yaml", [*overrides, f"experiment.output_dir={tmp_path / 'one'}"],
+                                schema=ProbeConfig), progress=False)
+    proc = subprocess.run([*launcher, "tools/probe_seg.py", "--out", str(tmp_path / "two"), "--no-progress", *overrides],
+                          cwd=Path(__file__).resolve().parents[1], env=env, capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert len([line for line in proc.stdout.splitlines() if line.startswith("seg teacher")]) == 1
+    two = load_result(tmp_path / "two" / "teacher" / "seg.json")
+    for split in ("train", "eval"):
+        a, b = ProbeStore(one["recipe"]["store"][split]["path"]), ProbeStore(two["recipe"]["store"][split]["path"])
+        assert (a.processes, b.processes, len(b)) == (1, 2, len(a)) and (b.path / "shard_1_patch.float16").is_file()
+        views = list(range(len(a)))
+        assert [a.name(i) for i in views] == [b.name(i) for i in views]
+        torch.testing.assert_close(b.head_input(views, True, True), a.head_input(views, True, True),
+                                   atol=2e-2, rtol=1e-2)
+        for i in views:
+            assert all(torch.equal(x, y) for x, y in zip(a.targets_of(i), b.targets_of(i)))
+    assert two["results"]["all"]["images"] == one["results"]["all"]["images"]
+    assert two["results"]["all"]["miou"] == pytest.approx(one["results"]["all"]["miou"], abs=1e-3)
