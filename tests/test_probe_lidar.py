@@ -254,6 +254,9 @@ def test_a_store_of_another_encoder_is_refused_in_one_line(synthetic_infos, tmp_
     assert "--overwrite" in message
     replaced = build_point_store(other, build_stage1(other), lidar_store_path(other), overwrite=True, progress=False)
     assert replaced.meta["subsample"]["seed"] == 1
+    built = (replaced.path / "meta.json").stat().st_mtime_ns
+    build_point_store(other, build_stage1(other), lidar_store_path(other), overwrite=True, progress=False)
+    assert (replaced.path / "meta.json").stat().st_mtime_ns == built   # a store of this encoder is reused
 
 
 @pytest.mark.parametrize("agreement", [False, True])

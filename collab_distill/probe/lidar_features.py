@@ -20,6 +20,7 @@ import numpy as np
 import torch
 from torch import Tensor, nn
 from torch.utils.data import DataLoader, Subset
+from tqdm import tqdm
 
 from collab_distill.config import DataConfig
 from collab_distill.data.collate import Collate
@@ -175,8 +176,8 @@ def store_identity(cfg: LidarProbeConfig, method: nn.Module, dataset: PairedData
 def build_point_store(cfg: LidarProbeConfig, method: nn.Module, path: str | Path, overwrite: bool = False,
                       progress: bool = True, commit_seconds: float = 30.0) -> PointStore:
     """The training-point store of ``cfg``'s encoder at ``path``: opened when it is there and of this
-    encoder, data and subsample; else built (or resumed) in every process of an ``accelerate launch``
-    (each writes the rows ``rank::processes``), images never decoded.
+    encoder, data and subsample (also with ``overwrite``); else built (or resumed) in every process of an
+    ``accelerate launch`` (each writes the rows ``rank::processes``), images never decoded.
 
     Args:
         cfg: the probe config (``train.split``, ``train.points_per_scan``, ``train.feature_batch``,
@@ -196,11 +197,15 @@ def build_point_store(cfg: LidarProbeConfig, method: nn.Module, path: str | Path
     dataset = PairedDataset(split_data(cfg, cfg.train.split), seed=cfg.experiment.seed, train=False,
                             with_images=False)
     identity = store_identity(cfg, method, dataset)
-    if (path / META_FILE).is_file() and not overwrite:
-        store = PointStore(path)
-        store.check(identity)
-        return store
-    if path.exists() and any(path.iterdir()) and not (path / META_FILE).is_file() and not overwrite:
+    if (path / META_FILE).is_file():
+        try:
+            store = PointStore(path)
+            store.check(identity)
+            return store
+        except PointStoreError:
+            if not overwrite:
+                raise
+    elif path.exists() and any(path.iterdir()) and not overwrite:
         raise PointStoreError(f"{path} is a non-empty folder, not a 3D probe point store; use --overwrite to "
                               "replace it, or set store= to another folder")
     check_labelled(dataset)
@@ -212,8 +217,6 @@ def build_point_store(cfg: LidarProbeConfig, method: nn.Module, path: str | Path
     todo = list(range(len(dataset)))[rank::processes][writer.done:]
     method.point_encoder.to(device)
     last = time.monotonic()
-    from tqdm import tqdm
-
     with tqdm(total=writer.size, initial=writer.done, desc=f"point features ({cfg.train.split})", unit="scan",
               disable=not (progress and rank == 0)) as bar:
         for rows, batch in scan_batches(dataset, todo, cfg.train.feature_batch, cfg.data.num_workers, device):
