@@ -178,7 +178,7 @@ def test_batched_features_equal_per_scan_ones(synthetic_infos, tmp_path):
 
     cfg = _tiny_cfg(synthetic_infos, tmp_path)
     method, dataset = build_stage1(cfg), PairedDataset(split_data(cfg, "train"), train=False, with_images=False)
-    [(rows, batch)] = list(scan_batches(dataset, [1, 0], 2, 0, torch.device("cpu")))
+    [(rows, batch)] = list(scan_batches(dataset, [1, 0], 2, 1, torch.device("cpu")))   # in a worker
     reference = _per_scan(cfg, "train")
     with torch.no_grad():
         features = encode(method, batch, torch.device("cpu"))
