@@ -36,12 +36,10 @@ import numpy as np
 from collab_distill.data.info_store import InfoStore
 from collab_distill.data.rows import RowFile
 from collab_distill.data.shards import (
-    META_FILE,
     Field,
-    ShardReader,
+    ShardedStore,
     StoreError,
     first_difference,
-    read_json,
     sha256_file,
     short_value,
 )
@@ -88,7 +86,7 @@ def image_rows(info: InfoStore, selected: Sequence[int]) -> np.ndarray:
 # --------------------------------------------------------------------------------------------
 # Reading
 # --------------------------------------------------------------------------------------------
-class FeatureStore:
+class FeatureStore(ShardedStore):
     """A complete teacher-feature store (nothing is read at open).
 
     Rows are read with ``os.pread`` into a fresh array (:class:`~collab_distill.data.rows.RowFile`), not
@@ -107,38 +105,19 @@ class FeatureStore:
             or a file has another size than its ``meta.json`` says.
     """
 
+    WHAT, VERSION, HINT, ERROR = "teacher-feature store", STORE_VERSION, BUILD_HINT, FeatureStoreError
+
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        try:
-            meta = read_json(self.path / META_FILE, "teacher-feature store", BUILD_HINT)
-        except StoreError as exc:
-            raise FeatureStoreError(str(exc)) from None
-        if meta.get("store_version") != STORE_VERSION:
-            raise FeatureStoreError(f"{self.path / META_FILE}: store version {meta.get('store_version')!r}, this "
-                                    f"code reads {STORE_VERSION}; {BUILD_HINT} (--overwrite)")
-        if meta.get("complete") is not True:
-            raise FeatureStoreError(f"{self.path}: incomplete teacher-feature store (its build did not finish); run "
-                                    "tools/cache_teacher.py again to resume it")
-        self.meta = meta
-        try:
-            self.rows, self.processes = int(meta["rows"]), int(meta["processes"])
-            self.map_shape: tuple[int, int, int] = tuple(int(n) for n in meta["map_shape"])
-            self.cameras = [str(c) for c in meta["data"]["cameras"]]         # the info store's camera slots
-            self.conditions = [str(c) for c in meta["data"]["conditions"]]   # the selection it was built for
-        except (KeyError, TypeError, ValueError) as exc:
-            raise FeatureStoreError(f"{self.path / META_FILE}: malformed ({exc.__class__.__name__}: {exc}); "
-                                    f"{BUILD_HINT} (--overwrite)") from None
         self._index: RowFile | None = None
-        self.shards = ShardReader(self.path, self.rows, self.processes, teacher_fields(self.map_shape))
-        problem = self.shards.size_problem()
-        if problem is not None:
-            raise FeatureStoreError(f"{problem} ({META_FILE}); {BUILD_HINT} (--overwrite)")
+        super().__init__(path)
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path}
+    def parse(self, meta: Mapping[str, Any]) -> None:
+        self.map_shape: tuple[int, int, int] = tuple(int(n) for n in meta["map_shape"])
+        self.cameras = [str(c) for c in meta["data"]["cameras"]]         # the info store's camera slots
+        self.conditions = [str(c) for c in meta["data"]["conditions"]]   # the selection it was built for
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"])  # type: ignore[misc]
+    def fields(self, meta: Mapping[str, Any]) -> tuple[Field, Field]:
+        return teacher_fields(self.map_shape)
 
     def _index_rows(self) -> RowFile:
         if self._index is None:
@@ -157,22 +136,10 @@ class FeatureStore:
 
     def close(self) -> None:
         """Close the store's files (reading again opens them again)."""
-        shards = getattr(self, "shards", None)  # also when __init__ stopped before opening any
-        if shards is not None:
-            shards.close()
+        super().close()
         index = getattr(self, "_index", None)
         if index is not None:
             index.close()
-
-    def __del__(self) -> None:
-        self.close()
-
-    def _read(self, rows: Sequence[int], name: str) -> np.ndarray:
-        """``(len(rows), *row shape)``: the stored rows of field ``name`` (``maps`` or ``K``)."""
-        try:
-            return self.shards.read(name, rows)
-        except StoreError as exc:
-            raise FeatureStoreError(f"{exc}; {BUILD_HINT}") from None
 
     def _rows(self, sample_index: int, slots: Sequence[int]) -> list[int]:
         rows = [int(r) for r in self._index_rows().row(int(sample_index))[list(slots)]]
@@ -186,12 +153,12 @@ class FeatureStore:
     def maps(self, sample_index: int, slots: Sequence[int]) -> np.ndarray:
         """``(M, D, h, w)`` float16 teacher patch maps of info-store sample ``sample_index`` at camera
         ``slots`` (indices into the info store's cameras), a copy."""
-        return self._read(self._rows(sample_index, slots), "maps")
+        return self.read("maps", self._rows(sample_index, slots))
 
     def intrinsics(self, sample_index: int, slots: Sequence[int]) -> np.ndarray:
         """``(M, 3, 3)`` float64 ``K`` of the images the :meth:`maps` were computed from (after the
         evaluation resize and centre crop)."""
-        return self._read(self._rows(sample_index, slots), "K")
+        return self.read("K", self._rows(sample_index, slots))
 
     def check_teacher(self, identity: Mapping[str, Any]) -> None:
         """Refuse a store of another teacher: ``identity`` (architecture, weights sha256, image size,

@@ -27,10 +27,11 @@ import hashlib
 import json
 import os
 import shutil
+import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO
+from typing import Any, BinaryIO, Callable, ClassVar
 
 import numpy as np
 
@@ -173,6 +174,34 @@ def begin_build(folder: Path, meta: Mapping[str, Any], arrays: Mapping[str, np.n
     write_json(folder / META_FILE, {**meta, "complete": False})
 
 
+def begin_or_resume(folder: Path, meta: Mapping[str, Any], arrays: Mapping[str, np.ndarray] | None = None, *,
+                    overwrite: bool = False, main: bool = True, wait: Callable[[], None] = lambda: None,
+                    error: type[StoreError] = StoreError) -> bool:
+    """Resume the build in ``folder`` when its ``meta.json`` equals ``meta``; otherwise start it afresh with
+    :func:`begin_build` (a build in progress of anything else only with ``overwrite``). In every process of a
+    build: each decides from what it reads before the ``main`` one writes, with ``wait`` (the processes'
+    barrier) around the write.
+
+    Returns:
+        True when an existing build is resumed.
+
+    Raises:
+        ``error``: a build in progress of something else, without ``overwrite``: one line naming the first
+            differing key and both values.
+    """
+    existing = read_build_meta(folder)
+    found, wanted = flatten(existing or {}), flatten(meta)
+    differs = first_difference(found, wanted) if existing is not None else None
+    wait()
+    if differs is not None and not overwrite:
+        raise error(f"{folder}: a build in progress has {differs} {short_value(found.get(differs))}, this one "
+                    f"{short_value(wanted[differs])}; use --overwrite to start again")
+    if main and (existing is None or differs is not None):
+        begin_build(folder, meta, arrays)
+    wait()
+    return existing is not None and differs is None
+
+
 def read_build_meta(folder: Path) -> dict[str, Any] | None:
     """The ``meta.json`` of a build in progress in ``folder``, or None when there is none to resume
     (no folder, or one cut short before its meta was written)."""
@@ -214,6 +243,7 @@ class ShardWriter:
         self.progress_file = progress_file(folder, rank)
         done = read_json(self.progress_file, "progress", "") if self.progress_file.is_file() else {"rows": 0}
         self.done = int(done.get("rows", 0))
+        self.last_commit = time.monotonic()
         self.arrays: dict[str, np.memmap | np.ndarray] = {}
         self.values: dict[str, BinaryIO] = {}
         self.elements: dict[str, int] = {}
@@ -269,6 +299,12 @@ class ShardWriter:
             values.flush()
             os.fsync(values.fileno())
         write_json(self.progress_file, {"rows": self.done})
+        self.last_commit = time.monotonic()
+
+    def commit_every(self, seconds: float) -> None:
+        """:meth:`commit` when the last one is at least ``seconds`` old (call after each :meth:`write`)."""
+        if time.monotonic() - self.last_commit >= seconds:
+            self.commit()
 
     def close(self) -> None:
         """Close the ragged fields' files (what was not committed is dropped on resume)."""
@@ -277,19 +313,22 @@ class ShardWriter:
         self.values = {}
 
 
-def finish_build(folder: Path, path: Path) -> None:
+def finish_build(folder: Path, path: Path, error: type[StoreError] = StoreError) -> None:
     """Mark the build in ``folder`` complete and move it to ``path``; a store already at ``path`` is
     removed only after the new one is in place.
 
     Raises:
-        StoreError: a shard has fewer rows written than it holds.
+        ``error``: a shard has fewer rows written than it holds.
     """
-    meta = read_json(folder / META_FILE, "build record", "run the build again")
-    for rank in range(meta["processes"]):
-        done = read_json(progress_file(folder, rank), "progress", "run the build again").get("rows")
-        if done != shard_size(meta["rows"], meta["processes"], rank):
-            raise StoreError(f"{folder}: shard {rank} has {done} of "
-                             f"{shard_size(meta['rows'], meta['processes'], rank)} rows; run the build again")
+    try:
+        meta = read_json(folder / META_FILE, "build record", "run the build again")
+        for rank in range(meta["processes"]):
+            done = read_json(progress_file(folder, rank), "progress", "run the build again").get("rows")
+            if done != shard_size(meta["rows"], meta["processes"], rank):
+                raise StoreError(f"{folder}: shard {rank} has {done} of "
+                                 f"{shard_size(meta['rows'], meta['processes'], rank)} rows; run the build again")
+    except StoreError as exc:
+        raise error(str(exc)) from None
     write_json(folder / META_FILE, {**meta, "complete": True})
     replace_folder(folder, path)
 
@@ -383,6 +422,82 @@ class ShardReader:
             if ends is not None:
                 ends.close()
         self._files = {}
+
+    def __del__(self) -> None:
+        self.close()
+
+
+class ShardedStore:
+    """A complete store opened for reading: its ``meta.json`` checked (version, ``complete``) and its files'
+    sizes checked against the layout; nothing else is read at open. Pickles by path.
+
+    A kind of store subclasses it and sets :attr:`WHAT`, :attr:`VERSION`, :attr:`HINT`, :attr:`ERROR` and
+    :meth:`fields` (and reads its own keys of :attr:`meta` in :meth:`parse`).
+
+    Args:
+        path: the store folder.
+
+    Raises:
+        ERROR: missing, incomplete (a build not finished), of another version, malformed, or a file of
+            another size than ``meta.json`` says; one line naming the file and what to do.
+    """
+
+    WHAT: ClassVar[str] = "store"                  # what it is, for messages
+    VERSION: ClassVar[int] = 1                     # the ``store_version`` this code reads
+    HINT: ClassVar[str] = "build it again"         # how to make a good one
+    ERROR: ClassVar[type[StoreError]] = StoreError
+
+    def __init__(self, path: str | Path) -> None:
+        self.path = Path(path)
+        try:
+            meta = read_json(self.path / META_FILE, self.WHAT, self.HINT)
+        except StoreError as exc:
+            raise self.ERROR(str(exc)) from None
+        if meta.get("store_version") != self.VERSION:
+            raise self.ERROR(f"{self.path / META_FILE}: store version {meta.get('store_version')!r}, this code reads "
+                             f"{self.VERSION}; {self.HINT} (--overwrite)")
+        if meta.get("complete") is not True:
+            raise self.ERROR(f"{self.path}: incomplete {self.WHAT} (its build did not finish); run the same command "
+                             "again to resume it")
+        self.meta = meta
+        try:
+            self.rows, self.processes = int(meta["rows"]), int(meta["processes"])
+            self.parse(meta)
+            fields = self.fields(meta)
+        except (KeyError, TypeError, ValueError, OSError) as exc:
+            raise self.ERROR(f"{self.path / META_FILE}: malformed ({exc.__class__.__name__}: {exc}); {self.HINT} "
+                             "(--overwrite)") from None
+        self.shards = ShardReader(self.path, self.rows, self.processes, fields)
+        problem = self.shards.size_problem()
+        if problem is not None:
+            raise self.ERROR(f"{problem} ({META_FILE}); {self.HINT} (--overwrite)")
+
+    def parse(self, meta: Mapping[str, Any]) -> None:
+        """Read the kind's own keys of ``meta`` into attributes (a missing or bad key raises
+        ``KeyError``/``TypeError``/``ValueError``: a malformed store)."""
+
+    def fields(self, meta: Mapping[str, Any]) -> Sequence[Field]:
+        """The store's fields, from its ``meta``."""
+        raise NotImplementedError
+
+    def read(self, name: str, rows: Sequence[int]) -> np.ndarray | list[np.ndarray]:
+        """Field ``name`` of store ``rows`` (:meth:`ShardReader.read`); a damaged file raises :attr:`ERROR`."""
+        try:
+            return self.shards.read(name, rows)
+        except StoreError as exc:
+            raise self.ERROR(f"{exc}; {self.HINT}") from None
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {"path": self.path}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["path"])  # type: ignore[misc]
+
+    def close(self) -> None:
+        """Close the store's files (reading again opens them again)."""
+        shards = getattr(self, "shards", None)  # also when __init__ stopped before opening any
+        if shards is not None:
+            shards.close()
 
     def __del__(self) -> None:
         self.close()

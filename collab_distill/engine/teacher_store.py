@@ -12,7 +12,6 @@ store.
 from __future__ import annotations
 
 import logging
-import time
 from pathlib import Path
 from typing import Any
 
@@ -32,18 +31,7 @@ from collab_distill.data.feature_store import (
     teacher_fields,
 )
 from collab_distill.data.info_store import InfoSelection, InfoStore, store_path
-from collab_distill.data.shards import (
-    META_FILE,
-    ShardWriter,
-    StoreError,
-    begin_build,
-    finish_build,
-    first_difference,
-    flatten,
-    partial_path,
-    read_build_meta,
-    short_value,
-)
+from collab_distill.data.shards import META_FILE, ShardWriter, begin_or_resume, finish_build, partial_path
 from collab_distill.data.transforms import load_image
 from collab_distill.methods.common import build_image_encoder
 from collab_distill.methods.stage1 import teacher_identity
@@ -139,7 +127,12 @@ def build_teacher_store(cfg: RunConfig, out: str | Path, batch_size: int = 16, o
     teacher = build_image_encoder(cfg).freeze().to(state.device)
     rows = image_rows(info, selected)
     meta = store_meta(cfg, info, teacher_identity(teacher), len(rows), state.num_processes)
-    _begin_or_resume(state, folder, meta, rows, info, overwrite)
+    index = np.full((len(info), len(info.cameras)), -1, dtype=np.int64)
+    index[rows[:, 0], rows[:, 1]] = np.arange(len(rows))
+    if begin_or_resume(folder, meta, {INDEX_FILE: index}, overwrite=overwrite, main=state.is_main_process,
+                       wait=state.wait_for_everyone, error=FeatureStoreError):
+        log.info("resuming the teacher-feature store build in %s", folder)
+    del index
     writer = ShardWriter(folder, state.process_index, state.num_processes, len(rows),
                          teacher_fields(meta["map_shape"]))
     todo = rows[state.process_index::state.num_processes][writer.done:]
@@ -148,46 +141,18 @@ def build_teacher_store(cfg: RunConfig, out: str | Path, batch_size: int = 16, o
     bar = tqdm(total=writer.size, initial=writer.done, desc="teacher maps", unit="image",
                disable=not (progress and state.is_main_process))
     dtype = PRECISION[cfg.train.mixed_precision] if state.device.type == "cuda" else None
-    last = time.monotonic()
     with torch.inference_mode(), torch.autocast(state.device.type, dtype=dtype, enabled=dtype is not None):
         for images, k in loader:
             maps = teacher(images.to(state.device, non_blocking=True)).patch[-1]
             writer.write(maps=maps.to(torch.float16).cpu().numpy(), K=k.numpy())
             bar.update(len(images))
-            if time.monotonic() - last >= commit_seconds:
-                writer.commit()
-                last = time.monotonic()
+            writer.commit_every(commit_seconds)
     writer.commit()
     bar.close()
     state.wait_for_everyone()
     if state.is_main_process:
-        try:
-            finish_build(folder, out)
-        except StoreError as exc:
-            raise FeatureStoreError(str(exc)) from None
+        finish_build(folder, out, FeatureStoreError)
         log.info("teacher-feature store %s: %d images of %d samples, %.2f GiB", out, len(rows), len(selected),
                  len(rows) * int(np.prod(meta["map_shape"])) * MAP_DTYPE.itemsize / 2**30)
     state.wait_for_everyone()
     return out
-
-
-def _begin_or_resume(state: Any, folder: Path, meta: dict[str, Any], rows: np.ndarray, info: InfoStore,
-                     overwrite: bool) -> None:
-    """Resume the build in ``folder`` when it is of the same ``meta``; otherwise start it afresh (a build
-    of something else only with ``overwrite``). Every process decides from what it reads before the
-    main process writes anything."""
-    existing = read_build_meta(folder)
-    found, wanted = flatten(existing or {}), flatten(meta)
-    differs = first_difference(found, wanted) if existing is not None else None
-    state.wait_for_everyone()
-    if differs is not None and not overwrite:
-        raise FeatureStoreError(f"{folder}: a build in progress has {differs} {short_value(found.get(differs))}, this "
-                                f"one {short_value(wanted[differs])}; use --overwrite to start again")
-    if state.is_main_process and (existing is None or differs is not None):
-        index = np.full((len(info), len(info.cameras)), -1, dtype=np.int64)
-        index[rows[:, 0], rows[:, 1]] = np.arange(len(rows))
-        begin_build(folder, meta, {INDEX_FILE: index})
-    elif existing is not None:
-        log.info("resuming the teacher-feature store build in %s", folder)
-    state.wait_for_everyone()
-
