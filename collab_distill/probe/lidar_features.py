@@ -240,7 +240,8 @@ def build_point_store(cfg: LidarProbeConfig, method: nn.Module, path: str | Path
             raise PointStoreError(str(exc)) from None
     _wait()
     store = PointStore(path)
-    log.info("3D probe point store %s: %d points of %d scans", path, store.points, store.rows)
+    if rank == 0:
+        log.info("3D probe point store %s: %d points of %d scans", path, store.points, store.rows)
     return store
 
 
