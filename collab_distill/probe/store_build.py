@@ -81,9 +81,11 @@ class _SparseItems(Dataset):
     """The views of some items, with sparse targets (what a build writes), in a DataLoader worker.
 
     Args:
-        views: the view dataset; ``items``: dataset indices; ``first`` / ``stop``: the global view
-        numbers of the first view of ``items[0]`` and the end of the wanted run (views outside
-        ``[skip_to, stop)`` are dropped); ``vocabulary``: the tag vocabulary.
+        views: the view dataset.
+        items: dataset indices, in order.
+        offsets: the global view number of each item's first view.
+        skip_to, stop: the views to keep, ``[skip_to, stop)`` (others of ``items`` are dropped).
+        vocabulary: the tag vocabulary.
     """
 
     def __init__(self, views: Dataset, items: Sequence[int], offsets: np.ndarray, skip_to: int, stop: int,
