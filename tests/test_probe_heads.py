@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from collab_distill.data.taxonomy import IGNORE
 from collab_distill.probe.heads import DepthHead, LinearHead, bin_weights, expected_depth, gradient_loss, sig_loss
-from collab_distill.probe.train import upsample_to, values_at_labels
+from collab_distill.probe.train import upsample_to, values_at_pixels
 
 
 def test_linear_bin_normalisation_and_expectation_hand_computed():
@@ -61,10 +61,10 @@ def test_sparse_seg_logits_equal_upsampled_logits_at_labelled_pixels():
     label = torch.full((2, 56, 112), IGNORE, dtype=torch.uint8)
     rows, cols = torch.randint(0, 56, (300,)), torch.randint(0, 112, (300,))
     label[torch.arange(300) % 2, rows, cols] = torch.randint(0, 5, (300,)).to(torch.uint8)
-    values, target = values_at_labels(logits, label)
+    image, row, col = (label != IGNORE).nonzero(as_tuple=True)
+    values = values_at_pixels(logits, image, row * 112 + col, (56, 112))
     dense = upsample_to(logits, (56, 112)).permute(0, 2, 3, 1)[label != IGNORE]
     torch.testing.assert_close(values, dense, atol=1e-5, rtol=1e-5)
-    assert torch.equal(target, label[label != IGNORE].long())
 
 
 def test_depth_losses_are_scale_aware_as_intended():
@@ -94,3 +94,19 @@ def test_separable_resize_equals_bilinear_interpolate(size_in, size_out):
     x = torch.randn(2, 3, *size_in, dtype=torch.float64, generator=torch.Generator().manual_seed(0))
     expected = F.interpolate(x, size=size_out, mode="bilinear", align_corners=False)
     assert torch.allclose(resize_bilinear(x, size_out), expected, atol=1e-12)
+
+
+def test_sparse_gradient_loss_equals_the_dense_one_at_every_stride():
+    from collab_distill.probe.heads import sparse_gradient_loss
+
+    g = torch.Generator().manual_seed(0)
+    pred, target = torch.rand(3, 25, 37, generator=g) * 30 + 1, torch.rand(3, 25, 37, generator=g) * 50 + 1
+    for density in (0.05, 0.5, 1.0):       # sparse LiDAR-like to every pixel (pairs at the borders too)
+        valid = torch.rand(3, 25, 37, generator=g) < density
+        image, row, col = valid.nonzero(as_tuple=True)
+        sparse = sparse_gradient_loss(pred[valid], target[valid], image, row * 37 + col, (25, 37))
+        torch.testing.assert_close(sparse, gradient_loss(pred, target, valid), atol=1e-5, rtol=1e-5)
+    shuffled = torch.randperm(len(image), generator=g)   # any pixel order
+    torch.testing.assert_close(sparse_gradient_loss(pred[valid][shuffled], target[valid][shuffled], image[shuffled],
+                                                    (row * 37 + col)[shuffled], (25, 37)),
+                               gradient_loss(pred, target, valid), atol=1e-5, rtol=1e-5)

@@ -50,14 +50,6 @@ def values_at_pixels(maps: Tensor, image: Tensor, pixel: Tensor, size: tuple[int
     return sample_features(maps, uv, image, height / maps.shape[-2])
 
 
-def values_at_labels(maps: Tensor, label: Tensor) -> tuple[Tensor, Tensor]:
-    """:func:`values_at_pixels` at the labelled pixels of dense ``label (B, H, W)``: ``(n, C)`` values and
-    ``(n,)`` int64 labels."""
-    image, row, col = (label != IGNORE).nonzero(as_tuple=True)
-    pixel = row * label.shape[-1] + col
-    return values_at_pixels(maps, image, pixel, tuple(label.shape[-2:])), label[image, row, col].long()
-
-
 @dataclass
 class SparseBatch:
     """``B`` store views: ``features (B, C', h, w)`` float32 head input; the targets of all of them as
