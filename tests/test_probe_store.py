@@ -65,8 +65,8 @@ def test_store_round_trip(tmp_path):
     assert len(store) == 6 and store.patch_shape == (2 * encoder.embed_dim, 4, 8)
     images = torch.stack([v.image for v in flat])
     patch, cls = probe_features(encoder, images, [-2, -1])
-    assert torch.equal(torch.from_numpy(store.read("patch", range(6))), patch.half())
-    assert torch.equal(torch.from_numpy(store.read("cls", range(6))), cls.half())
+    assert torch.equal(torch.from_numpy(store.fetch("patch", range(6))), patch.half())
+    assert torch.equal(torch.from_numpy(store.fetch("cls", range(6))), cls.half())
     normed = load_encoder(dataclasses.replace(PICO, norm=True), "random", SIZE)(images, blocks=[-2, -1])
     for i, view in enumerate(flat):
         assert store.name(i) == view.name and store.tags(i) == view.tags
@@ -123,6 +123,17 @@ def test_a_store_of_another_identity_is_refused_in_one_line(tmp_path):
     assert "\n" not in message and "identity encoder.name is \"pico\" in the store, \"other\"" in message
     with pytest.raises(ProbeStoreError, match="identity views.set"):
         store.check({**_identity(), "views": {"set": "another"}})
+
+
+def test_a_damaged_store_is_refused_in_one_line_and_rebuilt_with_overwrite(tmp_path):
+    views = _views(2)
+    whole = _files(_build(views, tmp_path / "store").path)
+    patch = tmp_path / "store" / "shard_0_patch.float16"
+    patch.write_bytes(patch.read_bytes()[:100])
+    with pytest.raises(ProbeStoreError) as info:
+        _build(views, tmp_path / "store")
+    assert "\n" not in str(info.value) and "shard_0_patch.float16: 100 bytes" in str(info.value)
+    assert _files(_build(views, tmp_path / "store", overwrite=True).path) == whole
 
 
 def test_a_probe_refuses_an_explicit_store_of_another_encoder(synthetic_infos, tmp_path):

@@ -81,7 +81,8 @@ def run_probe(cfg: ProbeConfig, progress: bool = True, command: list[str] | None
     ``store.dir`` or built there once, :mod:`collab_distill.probe.stores`); under ``accelerate launch``
     every process builds its shard of a missing store and only the main process then trains the head
     (the others return ``{}``). An existing ``<task>.json`` is refused
-    (:class:`~collab_distill.paths.ExistingOutputError`) unless ``overwrite``.
+    (:class:`~collab_distill.paths.ExistingOutputError`) unless ``overwrite``, which also rebuilds a store
+    that cannot serve the run (damaged, or of another identity at an explicit ``store.train``/``store.eval``).
 
     Returns:
         the result dict (schema in :mod:`collab_distill.probe.results`).
@@ -101,8 +102,8 @@ def run_probe(cfg: ProbeConfig, progress: bool = True, command: list[str] | None
         return load_encoder(dataclasses.replace(cfg.model.image, norm=False), weights, size, seed).to(device)
 
     train_views, eval_views = build_views(cfg, train=True), build_views(cfg, train=False)
-    train_store = probe_store(cfg, weights, True, train_views, raw_encoder, progress)
-    eval_store = probe_store(cfg, weights, False, eval_views, raw_encoder, progress)
+    train_store = probe_store(cfg, weights, True, train_views, raw_encoder, progress, overwrite)
+    eval_store = probe_store(cfg, weights, False, eval_views, raw_encoder, progress, overwrite)
     if not PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU")).is_main_process:
         return {}
     t_features = time.perf_counter() - t_start

@@ -41,11 +41,10 @@ from collab_distill.data.rows import RowFile
 from collab_distill.data.shards import (
     META_FILE,
     Field,
-    ShardReader,
+    ShardedStore,
     StoreError,
     first_difference,
     flatten,
-    read_json,
     sha256_file,
     short_value,
 )
@@ -56,7 +55,9 @@ FEATURE_DTYPE = np.dtype(np.float16)
 VIEW_ROWS_FILE = "view_rows.npy"
 NORM_WEIGHT_FILE, NORM_BIAS_FILE = "norm_weight.npy", "norm_bias.npy"
 TARGETS = ("label", "depth")
-BUILD_HINT = "run the probe again to build it, or set store.train/store.eval to a store of this encoder and data"
+REBUILD_HINT = "rebuild it: run the probe again"
+IDENTITY_HINT = ("leave store.train/store.eval empty (a store of this encoder and data is then found or built under "
+                 "store.dir) or point them at one")
 
 
 class ProbeStoreError(StoreError):
@@ -109,56 +110,37 @@ def dense_maps(pixel: Tensor, label: Tensor, depth: Tensor, size: tuple[int, int
     return label_map.view(size), depth_map.view(size)
 
 
-class ProbeStore:
+class ProbeStore(ShardedStore):
     """A complete probe feature store (nothing but ``meta.json`` and the norm is read at open).
 
     Views are numbered ``0 .. R-1`` in the order of the dataset they were built from (sample, then
-    camera); :meth:`read` and :meth:`head_input` take those numbers. Pickles by path: a DataLoader
-    worker opens the files again.
+    camera); :meth:`fetch`, :meth:`head_input` and :meth:`sparse` take those numbers (``view_rows.npy``
+    maps them to store rows). Pickles by path: a DataLoader worker opens the files again.
 
     Args:
         path: the store folder.
 
     Raises:
-        ProbeStoreError: missing, incomplete, of another version, or a file of another size.
+        ProbeStoreError: missing, incomplete, of another version, malformed, or a file of another size.
     """
 
+    WHAT, VERSION, HINT, ERROR = "probe feature store", STORE_VERSION, REBUILD_HINT, ProbeStoreError
+
     def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        try:
-            meta = read_json(self.path / META_FILE, "probe feature store", BUILD_HINT)
-        except StoreError as exc:
-            raise ProbeStoreError(str(exc)) from None
-        if meta.get("store_version") != STORE_VERSION:
-            raise ProbeStoreError(f"{self.path / META_FILE}: store version {meta.get('store_version')!r}, this code "
-                                  f"reads {STORE_VERSION}; delete the folder and {BUILD_HINT}")
-        if meta.get("complete") is not True:
-            raise ProbeStoreError(f"{self.path}: incomplete probe feature store (its build did not finish); run the "
-                                  "probe again to resume it")
-        self.meta = meta
-        try:
-            self.rows, self.processes = int(meta["rows"]), int(meta["processes"])
-            self.patch_shape: tuple[int, int, int] = tuple(int(n) for n in meta["patch_shape"])
-            self.image_size: tuple[int, int] = tuple(int(n) for n in meta["identity"]["encoder"]["image_size"])
-            self.tags_vocabulary = [str(t) for t in meta["tags"]]
-            self.targets = [str(t) for t in meta["targets"]]
-            self.norm_eps = float(meta["norm_eps"])
-            self.norm_weight = torch.from_numpy(np.load(self.path / NORM_WEIGHT_FILE, allow_pickle=False))
-            self.norm_bias = torch.from_numpy(np.load(self.path / NORM_BIAS_FILE, allow_pickle=False))
-        except (KeyError, TypeError, ValueError, OSError) as exc:
-            raise ProbeStoreError(f"{self.path}: malformed store ({exc.__class__.__name__}: {exc}); delete it and "
-                                  f"{BUILD_HINT}") from None
-        self.shards = ShardReader(self.path, self.rows, self.processes, store_fields(self.patch_shape))
-        problem = self.shards.size_problem()
-        if problem is not None:
-            raise ProbeStoreError(f"{problem} ({META_FILE}); delete the store and {BUILD_HINT}")
         self._view_rows: RowFile | None = None
+        super().__init__(path)
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path}
+    def parse(self, meta: Mapping[str, Any]) -> None:
+        self.patch_shape: tuple[int, int, int] = tuple(int(n) for n in meta["patch_shape"])
+        self.image_size: tuple[int, int] = tuple(int(n) for n in meta["identity"]["encoder"]["image_size"])
+        self.tags_vocabulary = [str(t) for t in meta["tags"]]
+        self.targets = [str(t) for t in meta["targets"]]
+        self.norm_eps = float(meta["norm_eps"])
+        self.norm_weight = torch.from_numpy(np.load(self.path / NORM_WEIGHT_FILE, allow_pickle=False))
+        self.norm_bias = torch.from_numpy(np.load(self.path / NORM_BIAS_FILE, allow_pickle=False))
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"])  # type: ignore[misc]
+    def fields(self, meta: Mapping[str, Any]) -> tuple[Field, ...]:
+        return store_fields(meta["patch_shape"])
 
     def __len__(self) -> int:
         return self.rows
@@ -183,43 +165,37 @@ class ProbeStore:
         key = first_difference(stored, wanted)
         if key is not None:
             raise ProbeStoreError(f"{self.path}: identity {key} is {short_value(stored.get(key))} in the store, "
-                                  f"{short_value(wanted[key])} for this run; {BUILD_HINT}")
+                                  f"{short_value(wanted[key])} for this run; {IDENTITY_HINT}")
 
     def _rows(self, views: Sequence[int]) -> list[int]:
         if self._view_rows is None:
             self._view_rows = RowFile.npy(self.path / VIEW_ROWS_FILE)
         return [int(r) for r in self._view_rows.take(views)]
 
-    def read(self, name: str, views: Sequence[int]) -> np.ndarray | list[np.ndarray]:
+    def fetch(self, name: str, views: Sequence[int]) -> np.ndarray | list[np.ndarray]:
         """Field ``name`` of ``views``: fixed ``(len(views), *shape)``, ragged a list of arrays (fresh)."""
-        return self._read_rows(name, self._rows(views))
-
-    def _read_rows(self, name: str, rows: Sequence[int]) -> np.ndarray | list[np.ndarray]:
-        try:
-            return self.shards.read(name, rows)
-        except (StoreError, EOFError, IndexError) as exc:
-            raise ProbeStoreError(f"{self.path}: {exc}; delete the store and {BUILD_HINT}") from None
+        return self.read(name, self._rows(views))
 
     def tags(self, view: int) -> tuple[str, ...]:
         """The tags of ``view``, in vocabulary order."""
-        bits = int(self.read("tags", [view])[0])
+        bits = int(self.fetch("tags", [view])[0])
         return tuple(tag for i, tag in enumerate(self.tags_vocabulary) if bits >> i & 1)
 
     def name(self, view: int) -> str:
         """The name of ``view`` (``<sample token>/<CAMERA>`` or a file stem)."""
-        return self.read("name", [view])[0].tobytes().decode()
+        return self.fetch("name", [view])[0].tobytes().decode()
 
     def head_input(self, views: Sequence[int], norm: bool, cls_token: bool) -> Tensor:
         """``(B, C', h, w)`` float32 input of a head for ``views``: the patch tokens, with the final LayerNorm
         applied per block when ``norm``, then (``cls_token``) the blocks' CLS tokens (normed alike)
         broadcast to every position; ``C' = C`` or ``2C``."""
         rows = self._rows(views)
-        patch = torch.from_numpy(self._read_rows("patch", rows)).float()
+        patch = torch.from_numpy(self.read("patch", rows)).float()
         if norm:
             patch = self._norm(patch.flatten(2).transpose(1, 2)).transpose(1, 2).reshape(patch.shape)
         if not cls_token:
             return patch
-        cls = torch.from_numpy(self._read_rows("cls", rows)).float()
+        cls = torch.from_numpy(self.read("cls", rows)).float()
         cls = self._norm(cls[:, None])[:, 0] if norm else cls
         return torch.cat([patch, cls[:, :, None, None].expand(-1, -1, *patch.shape[-2:])], dim=1)
 
@@ -233,8 +209,8 @@ class ProbeStore:
         """Per view of ``views``: ``pixel (n,)`` int64, ``label (n,)`` int64 (``IGNORE`` = none), ``depth
         (n,)`` float32 and the tag bitmask."""
         rows = self._rows(views)
-        pixel, label, depth = (self._read_rows(name, rows) for name in ("pixel", "label", "depth"))
-        tags = self._read_rows("tags", rows)
+        pixel, label, depth = (self.read(name, rows) for name in ("pixel", "label", "depth"))
+        tags = self.read("tags", rows)
         return [(torch.from_numpy(p).long(), torch.from_numpy(lab).long(), torch.from_numpy(d), int(t))
                 for p, lab, d, t in zip(pixel, label, depth, tags)]
 
@@ -244,13 +220,8 @@ class ProbeStore:
 
     def close(self) -> None:
         """Close the store's files (reading again opens them again)."""
-        shards = getattr(self, "shards", None)
-        if shards is not None:
-            shards.close()
         rows = getattr(self, "_view_rows", None)
         if rows is not None:
             rows.close()
             self._view_rows = None
-
-    def __del__(self) -> None:
-        self.close()
+        super().close()

@@ -13,7 +13,6 @@ store complete.
 from __future__ import annotations
 
 import logging
-import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -23,18 +22,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from collab_distill.data.conditions import CONDITION_TAGS
-from collab_distill.data.shards import (
-    ShardWriter,
-    StoreError,
-    begin_build,
-    finish_build,
-    first_difference,
-    flatten,
-    partial_path,
-    read_build_meta,
-    shard_size,
-    short_value,
-)
+from collab_distill.data.shards import META_FILE, ShardWriter, begin_or_resume, finish_build, partial_path, shard_size
 from collab_distill.probe.data import ProbeView
 from collab_distill.probe.encoder import final_norm, probe_features
 from collab_distill.probe.store import (
@@ -116,10 +104,10 @@ def _flatten(items: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 def build_probe_store(encoder: torch.nn.Module, views: Dataset, items: Sequence[int], identity: Mapping[str, Any],
                       path: str | Path, targets: Sequence[str], feature_batch: int = 2, num_workers: int = 0,
-                      progress: bool = True, commit_seconds: float = 30.0) -> ProbeStore:
+                      progress: bool = True, commit_seconds: float = 30.0, overwrite: bool = False) -> ProbeStore:
     """Build (or resume) the probe store of ``encoder`` over the views of ``items`` in the folder
     ``path``, in every process of an ``accelerate launch`` (or in this one); a complete store of the
-    same ``identity`` already there is opened as it is.
+    same ``identity`` already there is opened as it is (without ``overwrite``).
 
     Args:
         encoder: a frozen :class:`~collab_distill.models.ImageEncoder` (or a module forwarding to one)
@@ -131,19 +119,22 @@ def build_probe_store(encoder: torch.nn.Module, views: Dataset, items: Sequence[
         targets: which of ``label``/``depth`` the views carry (recorded in ``meta.json``).
         feature_batch: items per encoder call; num_workers: DataLoader workers.
         commit_seconds: flush and record progress at least this often (and at the end).
+        overwrite: build anew even where a store is (it is replaced once the new one is complete), and
+            restart a build in progress of other settings.
 
     Returns:
         the complete store (opened in every process).
 
     Raises:
-        ProbeStoreError: a store or build of another identity at ``path``, or no view.
+        ProbeStoreError: a store or a build in progress of another identity at ``path`` (without
+            ``overwrite``), or no view.
     """
     from accelerate import PartialState
     from accelerate.utils import parse_flag_from_env
     from tqdm import tqdm
 
     path = Path(path)
-    if (path / "meta.json").is_file():
+    if (path / META_FILE).is_file() and not overwrite:
         store = ProbeStore(path)
         store.check(identity)
         return store
@@ -162,10 +153,13 @@ def build_probe_store(encoder: torch.nn.Module, views: Dataset, items: Sequence[
             "patch_shape": patch_shape, "dtype": FEATURE_DTYPE.name, "tags": list(CONDITION_TAGS),
             "targets": list(targets), "norm_eps": float(norm.eps), "items": len(items)}
     folder = partial_path(path)
-    _begin_or_resume(state, folder, meta, {
-        VIEW_ROWS_FILE: view_rows(total, state.num_processes),
-        NORM_WEIGHT_FILE: norm.weight.detach().float().cpu().numpy(),
-        NORM_BIAS_FILE: norm.bias.detach().float().cpu().numpy()})
+    arrays = {VIEW_ROWS_FILE: view_rows(total, state.num_processes),
+              NORM_WEIGHT_FILE: norm.weight.detach().float().cpu().numpy(),
+              NORM_BIAS_FILE: norm.bias.detach().float().cpu().numpy()}
+    if begin_or_resume(folder, meta, arrays, overwrite=overwrite, main=state.is_main_process,
+                       wait=state.wait_for_everyone, error=ProbeStoreError):
+        log.info("resuming the probe store build in %s", folder)
+    del arrays
     writer = ShardWriter(folder, state.process_index, state.num_processes, total, store_fields(patch_shape))
     start, stop = process_views(total, state.num_processes, state.process_index)
     skip_to = start + writer.done
@@ -176,7 +170,6 @@ def build_probe_store(encoder: torch.nn.Module, views: Dataset, items: Sequence[
                         batch_size=feature_batch, num_workers=num_workers, collate_fn=_flatten)
     bar = tqdm(total=writer.size, initial=writer.done, desc=f"probe store {path.name[:12]}", unit="view",
                disable=not (progress and state.is_main_process))
-    last_commit = time.monotonic()
     for batch in loader:
         if not batch:
             continue
@@ -186,37 +179,15 @@ def build_probe_store(encoder: torch.nn.Module, views: Dataset, items: Sequence[
                      depth=[v["depth"] for v in batch], tags=np.array([v["tags"] for v in batch], np.int64),
                      name=[v["name"] for v in batch])
         bar.update(len(batch))
-        if time.monotonic() - last_commit >= commit_seconds:
-            writer.commit()
-            last_commit = time.monotonic()
+        writer.commit_every(commit_seconds)
     writer.commit()
     writer.close()
     bar.close()
     state.wait_for_everyone()
     if state.is_main_process:
-        try:
-            finish_build(folder, path)
-        except StoreError as exc:
-            raise ProbeStoreError(str(exc)) from None
+        finish_build(folder, path, ProbeStoreError)
         log.info("probe store %s: %d views, %.2f GiB of features", path, total,
                  total * 2 * (np.prod(patch_shape) + patch_shape[0]) / 2**30)
     state.wait_for_everyone()
     return ProbeStore(path)
 
-
-def _begin_or_resume(state: Any, folder: Path, meta: dict[str, Any], arrays: dict[str, np.ndarray]) -> None:
-    """Resume the build in ``folder`` when it is of the same ``meta``; otherwise start it afresh (a build
-    of another identity is refused). Every process decides from what it reads before the main process
-    writes anything."""
-    existing = read_build_meta(folder)
-    found, wanted = flatten(existing or {}), flatten({k: v for k, v in meta.items()})
-    differs = first_difference(found, wanted) if existing is not None else None
-    state.wait_for_everyone()
-    if differs is not None and differs.startswith("identity."):
-        raise ProbeStoreError(f"{folder}: a build in progress has {differs} {short_value(found.get(differs))}, this "
-                              f"one {short_value(wanted[differs])}; delete the folder to start again")
-    if state.is_main_process and (existing is None or differs is not None):
-        begin_build(folder, meta, arrays)
-    elif existing is not None and differs is None:
-        log.info("resuming the probe store build in %s", folder)
-    state.wait_for_everyone()

@@ -21,10 +21,11 @@ from torch.utils.data import Dataset
 
 from collab_distill.data.feature_store import info_fingerprint
 from collab_distill.data.info_store import InfoStore, store_path
+from collab_distill.data.shards import META_FILE
 from collab_distill.models.config import WEIGHTS_RANDOM
 from collab_distill.probe.config import ProbeConfig
 from collab_distill.probe.encoder import describe_weights
-from collab_distill.probe.store import ProbeStore, identity_hash
+from collab_distill.probe.store import ProbeStore, ProbeStoreError, identity_hash
 from collab_distill.probe.store_build import build_probe_store
 
 
@@ -89,19 +90,26 @@ def store_location(cfg: ProbeConfig, identity: dict[str, Any], train: bool) -> P
 
 
 def probe_store(cfg: ProbeConfig, weights: str, train: bool, views: Dataset,
-                encoder: Callable[[], torch.nn.Module], progress: bool = True) -> ProbeStore:
+                encoder: Callable[[], torch.nn.Module], progress: bool = True, overwrite: bool = False) -> ProbeStore:
     """The store of ``cfg``'s training or evaluation ``views``: the one found at its location (its identity
-    checked), else built there with ``encoder()`` (called only then).
+    checked), else built there with ``encoder()`` (called only then). With ``overwrite``, a store there
+    that cannot be read (damaged, incomplete, of another version) or is of another identity is built
+    anew (and replaced once the new one is complete).
 
     Raises:
-        ProbeStoreError: a store of another identity at an explicit ``store.train`` / ``store.eval``.
+        ProbeStoreError: without ``overwrite``, a store of another identity at an explicit ``store.train``
+            / ``store.eval``, or a store that cannot be read.
     """
     identity = store_identity(cfg, weights, train)
     path = store_location(cfg, identity, train)
-    if (path / "meta.json").is_file():
-        store = ProbeStore(path)
-        store.check(identity)
-        return store
+    if (path / META_FILE).is_file():
+        try:
+            store = ProbeStore(path)
+            store.check(identity)
+            return store
+        except ProbeStoreError:
+            if not overwrite:
+                raise
     items = select_items(len(views), cfg.train.max_samples if train else 0, cfg.experiment.seed)
     return build_probe_store(encoder(), views, items, identity, path, getattr(views, "targets"),
-                             cfg.train.feature_batch, cfg.data.num_workers, progress)
+                             cfg.train.feature_batch, cfg.data.num_workers, progress, overwrite=overwrite)
