@@ -96,7 +96,9 @@ def run_probe(cfg: ProbeConfig, progress: bool = True, command: list[str] | None
     seed = cfg.experiment.seed
     out_dir = Path(cfg.experiment.output_dir) / name
     refuse_overwrite(out_dir / f"{cfg.task}.json", overwrite)
-    device = torch.device(cfg.device)
+    state = PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU"))
+    # under accelerate launch on GPUs each process builds its shard on its own GPU
+    device = state.device if cfg.device == "cuda" and state.num_processes > 1 else torch.device(cfg.device)
 
     def raw_encoder() -> ImageEncoder:
         return load_encoder(dataclasses.replace(cfg.model.image, norm=False), weights, size, seed).to(device)
@@ -104,7 +106,7 @@ def run_probe(cfg: ProbeConfig, progress: bool = True, command: list[str] | None
     train_views, eval_views = build_views(cfg, train=True), build_views(cfg, train=False)
     train_store = probe_store(cfg, weights, True, train_views, raw_encoder, progress, overwrite)
     eval_store = probe_store(cfg, weights, False, eval_views, raw_encoder, progress, overwrite)
-    if not PartialState(cpu=parse_flag_from_env("ACCELERATE_USE_CPU")).is_main_process:
+    if not state.is_main_process:
         return {}
     t_features = time.perf_counter() - t_start
     target = "label" if cfg.task == "seg" else "depth"
