@@ -165,7 +165,7 @@ def build_probe_store(encoder: torch.nn.Module, views: Dataset, items: Sequence[
     skip_to = start + writer.done
     first = int(np.searchsorted(offsets, skip_to, side="right")) - 1
     last = int(np.searchsorted(offsets, stop, side="left"))
-    chosen = list(items)[first:last] if skip_to < stop else []
+    chosen = items[first:last] if skip_to < stop else []
     loader = DataLoader(_SparseItems(views, chosen, offsets[first:last], skip_to, stop, CONDITION_TAGS),
                         batch_size=feature_batch, num_workers=num_workers, collate_fn=_flatten)
     bar = tqdm(total=writer.size, initial=writer.done, desc=f"probe store {path.name[:12]}", unit="view",
