@@ -16,6 +16,7 @@ from collab_distill.data.dataset import PairedDataset
 from collab_distill.engine.run import run_training
 from collab_distill.methods.registry import build_method, method_class
 from collab_distill.methods.ssl_views import apply_masks, crop_boxes, patch_masks, random_resized_crops
+from collab_distill.models.weights import WeightsError, read_state_dict
 
 SMALL = ["model.image.name=vit_pico_patch14_cpu", "data.image_size=[56,112]", "data.cameras=[CAM_FRONT,CAM_BACK]",
          "train.batch_size=2", "train.log_every=1", "optim.warmup_steps=0", "method.out_dim=64",
@@ -136,20 +137,20 @@ def test_the_student_learns_the_teachers_targets_and_the_ema_teacher_is_exported
                                                                               "teacher_vit.safetensors")),
                            cfg.data.image_size).freeze()
     images = torch.rand(1, 3, *cfg.data.image_size)
-    torch.testing.assert_close(teacher(images).patch[-1], method.teacher_encoder(images).patch[-1])
-    assert not torch.allclose(teacher(images).patch[-1], method.encoder.eval()(images).patch[-1], atol=1e-3)
+    torch.testing.assert_close(teacher(images).patch[-1], method.teacher(images).patch[-1])
+    assert not torch.allclose(teacher(images).patch[-1], method.student.eval()(images).patch[-1], atol=1e-3)
 
 
 def test_the_ema_step_and_the_centring(synthetic_infos):
     cfg = _cfg(synthetic_infos, "method.ema_momentum=0.9", "method.center_momentum=0.8")
     method = build_method(cfg)
     with torch.no_grad():
-        for p in method.encoder.parameters():
+        for p in method.student.parameters():
             p.add_(1.0)
-    old = {k: v.clone() for k, v in method.teacher_encoder.named_parameters()}
-    student = dict(method.encoder.named_parameters())
+    old = {k: v.clone() for k, v in method.teacher.named_parameters()}
+    student = dict(method.student.named_parameters())
     method.after_optimizer_step()
-    for name, value in method.teacher_encoder.named_parameters():
+    for name, value in method.teacher.named_parameters():
         torch.testing.assert_close(value, 0.9 * old[name] + 0.1 * student[name])
     logits = torch.randn(6, cfg.method.out_dim)
     method.centers.update("cls", logits, 0.8)
@@ -172,5 +173,29 @@ def test_it_trains_without_any_lidar_file(synthetic_root, synthetic_infos, tmp_p
     assert run_training(cfg, progress=False).steps == 2
     logged = [json.loads(line) for line in (tmp_path / "run" / "metrics.jsonl").read_text().splitlines()]
     assert {"dino", "ibot", "teacher_entropy"} <= set(logged[-1])
-    assert {"encoder.safetensors", "head.safetensors", "teacher_vit.safetensors"} <= \
-        {p.name for p in (tmp_path / "run" / "weights").iterdir()}
+    assert {"student.safetensors", "student_head.safetensors", "pixel_head.safetensors", "teacher_head.safetensors",
+            "teacher_vit.safetensors"} <= {p.name for p in (tmp_path / "run" / "weights").iterdir()}
+
+
+def test_a_run_continues_the_exported_teachers_objective(synthetic_infos, tmp_path):
+    """method.init_from + model.image.weights: the new run starts at the exported teacher, ViT and heads, and its
+    first loss is not ~0 (the control learns something); a folder without the heads is one line."""
+    first = _cfg(synthetic_infos, f"experiment.output_dir={tmp_path / 'teacher'}", "train.max_steps=3")
+    run_training(first, progress=False)
+    weights = tmp_path / "teacher" / "weights"
+    cfg = _cfg(synthetic_infos, f"method.init_from={weights}",
+               f"model.image.weights={weights / 'teacher_vit.safetensors'}", "data.conditions=[all]")
+    method = build_method(cfg)
+    exported = read_state_dict(weights / "teacher_head.safetensors")[0]
+    for head in (method.student_head, method.teacher_head):
+        assert all(torch.equal(v, exported[k]) for k, v in head.state_dict().items())
+    assert all(torch.equal(v, w) for v, w in zip(method.student.state_dict().values(),
+                                                 method.teacher.state_dict().values()))
+    with torch.no_grad():
+        loss = float(method.train(False)(_batch(cfg)).loss)
+    assert loss > 0.5, loss
+    with pytest.raises(WeightsError, match=r"^\S+/teacher_head\.safetensors not found: point method.init_from at the "
+                                           r"weights/ folder of a teacher_ssl run"):
+        build_method(_cfg(synthetic_infos, f"method.init_from={tmp_path}"))
+    with pytest.raises(WeightsError, match=r"teacher_head\.safetensors does not fit this run's heads"):
+        build_method(_cfg(synthetic_infos, f"method.init_from={weights}", "method.out_dim=32"))

@@ -47,6 +47,9 @@ class TeacherSSLConfig(MethodSection):
     jitter: UnitInterval = 0.4                # +- brightness, contrast, saturation per crop
     mask_prob: UnitInterval = 0.5             # fraction of the student's crops that get a patch mask
     mask_ratio: tuple[UnitInterval, UnitInterval] = (0.1, 0.5)   # masked fraction of the patches of such a crop
+    # a teacher_ssl run's weights/ folder whose teacher_head and pixel_head start the heads; with model.image.weights
+    # its teacher_vit.safetensors, the run continues that teacher's objective (e.g. on all conditions); "": fresh heads
+    init_from: str = ""
 
 
 @dataclass

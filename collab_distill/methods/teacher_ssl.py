@@ -2,8 +2,8 @@
 
 Each image of the batch gives two global crops (:mod:`collab_distill.methods.ssl_views`: random resized
 crop and flip, photometric jitter), at the training size, made batched on the device and seeded per image.
-The student (``encoder`` + ``head``) sees both crops, half of them with random patches masked; the teacher
-(``teacher_encoder`` + ``teacher_head``, an exponential moving average of the student, no gradients) sees
+The student (``student`` ViT + ``student_head``) sees both crops, half of them with random patches masked; the
+teacher (``teacher`` ViT + ``teacher_head``, an exponential moving average of the student, no gradients) sees
 them unmasked. The head maps a token to ``out_dim`` prototype logits; the teacher's are centred (a running
 batch mean) and sharpened (``teacher_temp``), the student's softened (``student_temp``). Losses, each a
 cross-entropy ``-sum(p_teacher * log p_student)``:
@@ -18,7 +18,10 @@ cross-entropy ``-sum(p_teacher * log p_student)``:
   uniform (a few hundred CPU steps are the start of a DINO run).
 
 The exported teacher ViT (``teacher_vit.safetensors``, as ``teacher_pretrain`` writes it) is the EMA teacher,
-which DINO and iBOT evaluate; ``encoder.safetensors`` (and its timm/DINOv2 exports) is the student.
+which DINO and iBOT evaluate; ``student.safetensors`` (and its timm/DINOv2 exports) is the student, under the
+name the image-only baselines give theirs. ``teacher_head.safetensors`` and ``pixel_head.safetensors`` complete
+the teacher's objective: with ``method.init_from`` (that ``weights/`` folder) and ``model.image.weights`` (its
+``teacher_vit.safetensors``) a new run continues it, e.g. on other conditions (the data-matched control).
 """
 from __future__ import annotations
 
@@ -36,6 +39,8 @@ from collab_distill.methods.config import TeacherSSLConfig
 from collab_distill.methods.ssl_views import apply_masks, patch_masks, random_resized_crops
 from collab_distill.methods.views import jittered_view
 from collab_distill.models import ImageEncoder, save_vit_weights
+from collab_distill.models.export import write_safetensors
+from collab_distill.models.weights import WeightsError, check_finite_weights, read_state_dict
 
 CROPS = ("global0", "global1")  # the two global crops of every image; the names seed their draws
 
@@ -89,8 +94,8 @@ def masked_mean(values: Tensor, masks: Tensor) -> Tensor:
 
 
 class TeacherSSL(Method):
-    """Trainable: ``encoder`` (the ViT), ``head`` and ``pixel_head``. EMA, no gradients: ``teacher_encoder``, ``teacher_head``;
-    ``centers`` (buffers). Reads images only (no LiDAR, no labels)."""
+    """Trainable: ``student`` (the ViT), ``student_head`` and ``pixel_head``. EMA, no gradients: ``teacher``,
+    ``teacher_head``; ``centers`` (buffers). Reads images only (no LiDAR, no labels)."""
 
     needs_points = False
 
@@ -102,24 +107,34 @@ class TeacherSSL(Method):
             if not 0 < low <= high:
                 raise ConfigError(f"method.{key}={[low, high]}: give [low, high] with 0 < low <= high")
         self.m, self.seed = m, cfg.experiment.seed
-        self.encoder = build_image_encoder(cfg)
-        self.head = ProjectionHead(self.encoder.embed_dim, m.hidden_dim, m.bottleneck_dim, m.out_dim)
-        self.teacher_encoder = build_image_encoder(cfg)
-        self.teacher_head = ProjectionHead(self.encoder.embed_dim, m.hidden_dim, m.bottleneck_dim, m.out_dim)
-        self.teacher_encoder.load_state_dict(self.encoder.state_dict())
-        self.teacher_head.load_state_dict(self.head.state_dict())
-        self.pixel_head = nn.Linear(self.encoder.embed_dim, 3 * self.encoder.patch_size ** 2)
+        self.student = build_image_encoder(cfg)
+        self.student_head = ProjectionHead(self.student.embed_dim, m.hidden_dim, m.bottleneck_dim, m.out_dim)
+        self.teacher = build_image_encoder(cfg)
+        self.teacher_head = ProjectionHead(self.student.embed_dim, m.hidden_dim, m.bottleneck_dim, m.out_dim)
+        self.teacher.load_state_dict(self.student.state_dict())
+        self.teacher_head.load_state_dict(self.student_head.state_dict())
+        self.pixel_head = nn.Linear(self.student.embed_dim, 3 * self.student.patch_size ** 2)
         self.centers = Centers(m.out_dim)
+        if m.init_from:
+            heads = _read_heads(Path(m.init_from))
+            for module, name in ((self.student_head, "teacher_head"), (self.teacher_head, "teacher_head"),
+                                 (self.pixel_head, "pixel_head")):
+                try:
+                    module.load_state_dict(heads[name])
+                except RuntimeError as error:
+                    raise WeightsError(f"{Path(m.init_from) / name}.safetensors does not fit this run's heads "
+                                       f"(method.out_dim, hidden_dim, bottleneck_dim and the ViT must be the run's): "
+                                       f"{str(error).splitlines()[-1].strip()}") from None
         self.freeze_the_rest()
 
     def trainable_names(self) -> tuple[str, ...]:
-        return ("encoder", "head", "pixel_head")
+        return ("student", "student_head", "pixel_head")
 
     def state_names(self) -> tuple[str, ...]:
-        return (*self.trainable_names(), "teacher_encoder", "teacher_head", "centers")
+        return (*self.trainable_names(), "teacher", "teacher_head", "centers")
 
     def layer_decay_vit(self) -> ImageEncoder:
-        return self.encoder
+        return self.student
 
     def views(self, batch: dict) -> tuple[Tensor, Tensor, Tensor]:
         """``(crops, masked crops, masks)``: the two global crops of every image stacked crop-major,
@@ -128,10 +143,10 @@ class TeacherSSL(Method):
         for name in CROPS:
             crop = random_resized_crops(batch, batch["images"], self.m.crop_scale, self.seed, name)
             crops.append(jittered_view({**batch, "images": crop}, self.m.jitter, self.seed, name))
-            masks.append(patch_masks(batch, self.encoder.grid_size, self.m.mask_prob, self.m.mask_ratio, self.seed,
+            masks.append(patch_masks(batch, self.student.grid_size, self.m.mask_prob, self.m.mask_ratio, self.seed,
                                      f"{name}_mask"))
         crops_t, masks_t = torch.cat(crops), torch.cat(masks)
-        return crops_t, apply_masks(crops_t, masks_t, self.encoder.patch_size, self.encoder.mean), masks_t
+        return crops_t, apply_masks(crops_t, masks_t, self.student.patch_size, self.student.mean), masks_t
 
     def _tokens(self, encoder: ImageEncoder, head: ProjectionHead, images: Tensor) -> tuple[Tensor, Tensor, Tensor]:
         """Head logits of the CLS ``(2I, K)`` and of the patch tokens ``(2I, h*w, K)``, and the patch tokens
@@ -143,7 +158,7 @@ class TeacherSSL(Method):
     def _pixels(self, tokens: Tensor, crops: Tensor) -> Tensor:
         """``(2I, h*w)`` squared error of the pixels predicted from the student's ``tokens (2I, h*w, D)`` against
         each patch of the unmasked ``crops (2I, 3, H, W)``, normalised per patch (MAE's ``norm_pix_loss``)."""
-        p = self.encoder.patch_size
+        p = self.student.patch_size
         target = F.unfold(crops, kernel_size=p, stride=p).transpose(1, 2)       # (2I, h*w, 3*p*p)
         target = (target - target.mean(-1, keepdim=True)) / (target.var(-1, keepdim=True) + 1e-6).sqrt()
         return (self.pixel_head(tokens) - target).pow(2).mean(-1)
@@ -152,8 +167,8 @@ class TeacherSSL(Method):
         m = self.m
         crops, masked, masks = self.views(batch)
         with torch.no_grad():
-            t_cls, t_patch, _ = self._tokens(self.teacher_encoder, self.teacher_head, crops)
-        s_cls, s_patch, s_tokens = self._tokens(self.encoder, self.head, masked)
+            t_cls, t_patch, _ = self._tokens(self.teacher, self.teacher_head, crops)
+        s_cls, s_patch, s_tokens = self._tokens(self.student, self.student_head, masked)
         t_cls_p = (t_cls - self.centers.cls) / m.teacher_temp
         t_patch_p = (t_patch - self.centers.patch) / m.teacher_temp
         # DINO: crop 0 of image i against crop 1 of image i and back (the crops are stacked crop-major)
@@ -172,12 +187,35 @@ class TeacherSSL(Method):
     @torch.no_grad()
     def after_optimizer_step(self) -> None:
         """The teacher moves towards the student: ``t = ema_momentum * t + (1 - ema_momentum) * s``."""
-        for teacher, student in ((self.teacher_encoder, self.encoder), (self.teacher_head, self.head)):
+        for teacher, student in ((self.teacher, self.student), (self.teacher_head, self.student_head)):
             for t, s in zip(teacher.parameters(), student.parameters()):
                 t.mul_(self.m.ema_momentum).add_(s.detach(), alpha=1 - self.m.ema_momentum)
 
     def export(self, weights_dir: Path) -> list[Path]:
         """Also write the EMA teacher's ViT alone (``teacher_vit.safetensors``, as ``teacher_pretrain``), usable as
-        ``model.image.weights`` by every other run."""
-        return [*super().export(weights_dir),
-                save_vit_weights(self.teacher_encoder.vit, weights_dir / "teacher_vit.safetensors")]
+        ``model.image.weights`` by every other run, and its head (``teacher_head.safetensors``, read by
+        ``method.init_from``)."""
+        paths = super().export(weights_dir)  # checks every trainable tensor is finite before writing any
+        head = {k: v.detach().cpu().contiguous() for k, v in self.teacher_head.state_dict().items()}
+        check_finite_weights({**{f"teacher_head.{k}": v for k, v in head.items()},
+                              **{f"teacher.{k}": v for k, v in self.teacher.state_dict().items()}},
+                             f"export to {weights_dir}")
+        write_safetensors(head, weights_dir / "teacher_head.safetensors")
+        return [*paths, weights_dir / "teacher_head.safetensors",
+                save_vit_weights(self.teacher.vit, weights_dir / "teacher_vit.safetensors")]
+
+
+def _read_heads(folder: Path) -> dict[str, dict[str, Tensor]]:
+    """``teacher_head`` and ``pixel_head`` state dicts from ``folder`` (a teacher_ssl run's ``weights/``).
+
+    Raises:
+        WeightsError: a file is missing, damaged or holds non-finite values.
+    """
+    heads = {}
+    for name in ("teacher_head", "pixel_head"):
+        path = folder / f"{name}.safetensors"
+        if not path.is_file():
+            raise WeightsError(f"{path} not found: point method.init_from at the weights/ folder of a teacher_ssl "
+                               "run (it holds teacher_head.safetensors and pixel_head.safetensors)")
+        heads[name] = read_state_dict(path)[0]
+    return heads
