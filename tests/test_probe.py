@@ -293,3 +293,19 @@ def test_folder_dataset_round_trip_and_probe(tmp_path):
         f"experiment.output_dir={tmp_path / 'out'}", "eval.showcase=0"], schema=ProbeConfig), progress=False)
     assert result["results"]["all"]["images"] == 2 and result["results"]["night"]["images"] == 1
     assert set(result["results"]["all"]["iou"]) == {"r", "g", "b", "y"} and "fidelity" not in result
+
+
+def test_the_nuscenes_probe_configs_are_the_dinov2_protocols_and_share_one_store():
+    from collab_distill.probe.config import check_probe_config, protocol_name
+
+    seg, depth = (load_config(f"configs/nuscenes/probe_{task}.yaml", schema=ProbeConfig) for task in ("seg", "depth"))
+    for cfg in (seg, depth):
+        check_probe_config(cfg)
+        assert cfg.device == "cuda" and cfg.data.cameras == ["all"] and cfg.train.max_samples == 0
+        assert cfg.data.num_workers > 0 and cfg.store.dir and tuple(cfg.data.image_size) == (224, 448)
+    assert (protocol_name(seg), protocol_name(depth)) == ("linear", "lin.1")
+    assert (seg.train.iterations, seg.train.batch_size, depth.train.iterations) == (40000, 16, 38400)
+    # what identifies a store is equal: encoder, blocks, image size, views (only the head differs)
+    for key in ("encoder", "model", "data", "store", "gt", "folder", "experiment"):
+        assert getattr(seg, key) == getattr(depth, key), key
+    assert seg.head.blocks == depth.head.blocks and seg.eval.split == depth.eval.split
