@@ -3,7 +3,7 @@
 A store holds ``R`` rows of named fields (:class:`Field`), written by ``P`` processes (the ranks of an
 ``accelerate launch``, or one): row ``r`` lives in shard ``r % P`` at position ``r // P``. A field is
 either *fixed* (every row has the same shape: a raw C-order file per shard, preallocated as a sparse
-file and written through a memory map) or *ragged* (row ``r`` has ``n_r`` elements of one shape: the
+file and written with ``os.pwrite``) or *ragged* (row ``r`` has ``n_r`` elements of one shape: the
 elements appended to a values file, and the end offset of each row in a fixed ``int64`` file). Rows
 are read with ``os.pread`` (:class:`~collab_distill.data.rows.RowFile`), never memory-mapped, so a
 reader's memory does not grow with what it has read and the file pages are shared by every process
@@ -31,7 +31,7 @@ import time
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, BinaryIO, Callable, ClassVar
+from typing import Any, Callable, ClassVar
 
 import numpy as np
 
@@ -214,21 +214,30 @@ def read_build_meta(folder: Path) -> dict[str, Any] | None:
         return None
 
 
-def _sparse_memmap(path: Path, dtype: np.dtype, shape: tuple[int, ...]) -> np.memmap | np.ndarray:
-    """A writable memory map of ``path`` at its full size (made as a sparse file when it has another size)."""
-    nbytes = int(np.prod(shape, dtype=np.int64)) * dtype.itemsize
-    if not path.is_file() or path.stat().st_size != nbytes:
-        with open(path, "wb") as f:
-            f.truncate(nbytes)   # sparse: no block is allocated until it is written
-    return np.memmap(path, dtype=dtype, mode="r+", shape=shape) if nbytes else np.zeros(shape, dtype)
+def _open_sized(path: Path, nbytes: int) -> int:
+    """A read-write descriptor of ``path`` with exactly ``nbytes`` bytes: extended as a sparse file (no block
+    is allocated until it is written) or cut back."""
+    fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o644)
+    if os.fstat(fd).st_size != nbytes:
+        os.ftruncate(fd, nbytes)
+    return fd
+
+
+def _pwrite_all(fd: int, data: np.ndarray, offset: int) -> None:
+    """Write ``data``'s bytes at ``offset`` (``pwrite`` may write fewer bytes than asked: loop)."""
+    view = memoryview(np.ascontiguousarray(data).reshape(-1).view(np.uint8))
+    done = 0
+    while done < len(view):
+        done += os.pwrite(fd, view[done:], offset + done)
 
 
 class ShardWriter:
     """The shard of one build process: its fields' files, and how many of its rows are written.
 
-    Fixed fields are written through memory maps of files made at their full size; a ragged field's
-    elements are appended to its values file (cut back to the last committed row on resume) and its
-    row ends go to a fixed ``int64`` file.
+    Every file is written with ``os.pwrite`` at its offset (no memory map, so a build's memory does not
+    grow with the rows it writes): a fixed field's file is made at its full size as a sparse file; a
+    ragged field's elements follow each other in its values file (cut back to the last committed row on
+    resume) and its row ends go to a fixed ``int64`` file.
 
     Args:
         folder: the build folder.
@@ -244,22 +253,18 @@ class ShardWriter:
         done = read_json(self.progress_file, "progress", "") if self.progress_file.is_file() else {"rows": 0}
         self.done = int(done.get("rows", 0))
         self.last_commit = time.monotonic()
-        self.arrays: dict[str, np.memmap | np.ndarray] = {}
-        self.values: dict[str, BinaryIO] = {}
-        self.elements: dict[str, int] = {}
+        self.fixed: dict[str, int] = {}     # field -> descriptor of its rows (a ragged field: of its row ends)
+        self.values: dict[str, int] = {}    # ragged field -> descriptor of its elements
+        self.elements: dict[str, int] = {}  # ragged field -> elements written
         for field in self.fields:
             if not field.ragged:
-                self.arrays[field.name] = _sparse_memmap(field.file(folder, rank), field.numpy_dtype,
-                                                         (self.size, *field.shape))
+                self.fixed[field.name] = _open_sized(field.file(folder, rank), self.size * field.element_bytes)
                 continue
-            ends = _sparse_memmap(field.ends_file(folder, rank), np.dtype(np.int64), (self.size,))
-            self.arrays[field.name] = ends
-            self.elements[field.name] = int(ends[self.done - 1]) if self.done else 0
-            path = field.file(folder, rank)
-            values = open(path, "r+b" if path.is_file() else "w+b")
-            values.truncate(self.elements[field.name] * field.element_bytes)   # drop what was not committed
-            values.seek(0, os.SEEK_END)
-            self.values[field.name] = values
+            ends = self.fixed[field.name] = _open_sized(field.ends_file(folder, rank), self.size * 8)
+            last = np.frombuffer(os.pread(ends, 8, (self.done - 1) * 8), np.int64) if self.done else [0]
+            self.elements[field.name] = int(last[0])
+            self.values[field.name] = _open_sized(field.file(folder, rank),  # drop what was not committed
+                                                  self.elements[field.name] * field.element_bytes)
 
     def write(self, **arrays: np.ndarray | Sequence[np.ndarray]) -> None:
         """Write the next ``B`` rows of every field: a fixed field ``(B, *shape)`` (cast to its dtype), a
@@ -279,25 +284,22 @@ class ShardWriter:
         for field in self.fields:
             given = arrays[field.name]
             if not field.ragged:
-                self.arrays[field.name][self.done:end] = given
+                rows = np.asarray(given, dtype=field.numpy_dtype).reshape(-1, *field.shape)
+                _pwrite_all(self.fixed[field.name], rows, self.done * field.element_bytes)
                 continue
             ends = np.empty(len(given), np.int64)
             for i, rows in enumerate(given):
-                rows = np.ascontiguousarray(rows, dtype=field.numpy_dtype).reshape(-1, *field.shape)
-                self.values[field.name].write(rows.tobytes())
+                rows = np.asarray(rows, dtype=field.numpy_dtype).reshape(-1, *field.shape)
+                _pwrite_all(self.values[field.name], rows, self.elements[field.name] * field.element_bytes)
                 self.elements[field.name] += len(rows)
                 ends[i] = self.elements[field.name]
-            self.arrays[field.name][self.done:end] = ends
+            _pwrite_all(self.fixed[field.name], ends, self.done * 8)
         self.done = end
 
     def commit(self) -> None:
         """Flush the written rows to disk, then record them in the progress file (atomically)."""
-        for array in self.arrays.values():
-            if isinstance(array, np.memmap):
-                array.flush()
-        for values in self.values.values():
-            values.flush()
-            os.fsync(values.fileno())
+        for fd in (*self.fixed.values(), *self.values.values()):
+            os.fsync(fd)
         write_json(self.progress_file, {"rows": self.done})
         self.last_commit = time.monotonic()
 
@@ -307,10 +309,13 @@ class ShardWriter:
             self.commit()
 
     def close(self) -> None:
-        """Close the ragged fields' files (what was not committed is dropped on resume)."""
-        for values in self.values.values():
-            values.close()
-        self.values = {}
+        """Close the files (what was not committed is dropped on resume)."""
+        for fd in (*getattr(self, "fixed", {}).values(), *getattr(self, "values", {}).values()):
+            os.close(fd)
+        self.fixed, self.values = {}, {}
+
+    def __del__(self) -> None:
+        self.close()
 
 
 def finish_build(folder: Path, path: Path, error: type[StoreError] = StoreError) -> None:
