@@ -184,12 +184,12 @@ def test_sparse_losses_equal_the_dense_ones(fixture_store):
     batch = data.collate([data[i] for i in index])
     label, depth = _dense(fixture_store, index)
     seg = SegTask(ProbeHeadConfig(), tuple("abcde"))
-    head = _Head(data.in_dim(), 5)
+    head = _Head(data.in_dim, 5)
     logits = upsample_to(head(batch.features), SIZE).permute(0, 2, 3, 1)
     dense_ce = F.cross_entropy(logits[label != IGNORE], label[label != IGNORE].long())
     torch.testing.assert_close(seg.loss(head, batch), dense_ce, atol=1e-5, rtol=1e-5)
     task = DepthTask(ProbeHeadConfig(max_depth=50.0), gradient_weight=0.5)
-    head = _Head(data.in_dim(), 1)
+    head = _Head(data.in_dim, 1)
     pred = upsample_to(head(batch.features)[:, None], SIZE)[:, 0]
     valid = task.valid(depth)
     assert 0 < int(valid.sum()) < int((depth > 0).sum())   # some depths are beyond max_depth
@@ -202,8 +202,8 @@ def test_sparse_losses_equal_the_dense_ones(fixture_store):
 def test_sparse_metrics_equal_the_dense_ones(fixture_store):
     torch.manual_seed(1)
     data = StoreViews(fixture_store, norm=True, cls_token=False)
-    for task, head in ((SegTask(ProbeHeadConfig(), tuple("abcde")), _Head(data.in_dim(), 5)),
-                       (DepthTask(ProbeHeadConfig(max_depth=50.0), 0.5), _Head(data.in_dim(), 1))):
+    for task, head in ((SegTask(ProbeHeadConfig(), tuple("abcde")), _Head(data.in_dim, 5)),
+                       (DepthTask(ProbeHeadConfig(max_depth=50.0), 0.5), _Head(data.in_dim, 1))):
         result = evaluate(task, head, data, batch_size=4, progress=False)
         meters = {"all": task.new_meter(), "night": task.new_meter()}
         for i in range(len(fixture_store)):

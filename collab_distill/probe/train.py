@@ -97,6 +97,7 @@ class StoreViews(Dataset):
                            *(torch.cat([item[k] for item in items]) for k in (1, 2, 3)),
                            torch.tensor([item[4] for item in items], dtype=torch.long), self.store.image_size)
 
+    @property
     def in_dim(self) -> int:
         """Channels of the head input."""
         return self.store.in_dim * (2 if self.cls_token else 1)
@@ -234,7 +235,7 @@ def train_head(task: ProbeTask, views: StoreViews, cfg: ProbeTrainConfig, seed: 
         ``seconds_train``.
     """
     torch.manual_seed(seed)
-    head = task.build_head(views.in_dim())
+    head = task.build_head(views.in_dim)
     optimizer = torch.optim.AdamW(head.parameters(), lr=cfg.lr, weight_decay=cfg.weight_decay)
     schedule = torch.optim.lr_scheduler.LambdaLR(optimizer, WarmupCosine(cfg.warmup, cfg.iterations))
     loader = DataLoader(views, batch_sampler=SeededBatches(len(views), cfg.batch_size, cfg.iterations, seed),
