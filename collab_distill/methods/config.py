@@ -33,8 +33,8 @@ class TeacherSSLConfig(MethodSection):
     images only (docs/methods.md)."""
 
     name: str = "teacher_ssl"
-    cls_weight: NonNegativeFloat = 1.0        # DINO: CLS of one crop (student) vs the other crop (EMA teacher)
-    patch_weight: NonNegativeFloat = 1.0      # iBOT: masked patch tokens (student) vs the unmasked crop's (teacher)
+    dino_weight: NonNegativeFloat = 1.0       # DINO: CLS of one crop (student) vs the other crop (EMA teacher)
+    ibot_weight: NonNegativeFloat = 1.0       # iBOT: masked patch tokens (student) vs the unmasked crop's (teacher)
     pixel_weight: NonNegativeFloat = 1.0      # SimMIM/MAE: the masked patches' pixels from the student's tokens
     out_dim: PositiveInt = 256                # prototypes of the projection head (shared by CLS and patch tokens)
     hidden_dim: PositiveInt = 512             # the head's MLP width

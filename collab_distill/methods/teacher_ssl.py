@@ -8,8 +8,8 @@ them unmasked. The head maps a token to ``out_dim`` prototype logits; the teache
 batch mean) and sharpened (``teacher_temp``), the student's softened (``student_temp``). Losses, each a
 cross-entropy ``-sum(p_teacher * log p_student)``:
 
-* DINO (``cls_weight``): the student's CLS of one crop against the teacher's CLS of the other crop;
-* iBOT (``patch_weight``): at every masked patch, the student's token against the teacher's token of the
+* DINO (``dino_weight``): the student's CLS of one crop against the teacher's CLS of the other crop;
+* iBOT (``ibot_weight``): at every masked patch, the student's token against the teacher's token of the
   same patch in the unmasked crop: the dense term, which makes the patch tokens (what the probes and stage 1
   read) carry the image's content, not only the CLS;
 * masked pixels (``pixel_weight``, SimMIM/MAE): at every masked patch, a linear ``pixel_head`` predicts the
@@ -180,7 +180,7 @@ class TeacherSSL(Method):
             self.centers.update("cls", t_cls, m.center_momentum)
             self.centers.update("patch", t_patch.flatten(0, 1), m.center_momentum)
         entropy = -(F.softmax(t_cls_p, -1) * F.log_softmax(t_cls_p, -1)).sum(-1).mean()
-        return MethodOutput(m.cls_weight * cls + m.patch_weight * patch + m.pixel_weight * pixel,
+        return MethodOutput(m.dino_weight * cls + m.ibot_weight * patch + m.pixel_weight * pixel,
                             {"dino": cls.detach(), "ibot": patch.detach(), "pixel": pixel.detach(),
                              "teacher_entropy": entropy.detach()})
 
