@@ -198,20 +198,20 @@ def test_store_round_trip_and_subsample(synthetic_infos, tmp_path):
     reference = _per_scan(cfg, "train")
     assert store.rows == len(reference) == 2 and store.channels == reference[0][0].shape[1]
     for row, (features, labels, _) in enumerate(reference):
-        got_features, got_labels = store.read([row])
+        got_features, got_labels = store.read_points([row])
         labelled = labels != IGNORE
         assert got_features.dtype == np.float16 and torch.equal(torch.from_numpy(got_labels).long(), labels[labelled])
         torch.testing.assert_close(torch.from_numpy(got_features).float(), features[labelled], atol=2e-3, rtol=1e-3)
     assert store.points == sum(int((labels != IGNORE).sum()) for _, labels, _ in reference)
-    both = store.read([1, 0])
-    assert np.array_equal(both[1], np.concatenate([store.read([1])[1], store.read([0])[1]]))
+    both = store.read_points([1, 0])
+    assert np.array_equal(both[1], np.concatenate([store.read_points([1])[1], store.read_points([0])[1]]))
 
     sub = _tiny_cfg(synthetic_infos, tmp_path, "train.points_per_scan=100")
     a, b = (build_point_store(sub, build_stage1(sub), tmp_path / name, progress=False) for name in ("a", "b"))
     assert a.points == 200 and a.meta["subsample"]["points_per_scan"] == 100
-    assert all(np.array_equal(x, y) for x, y in zip(a.read([0, 1]), b.read([0, 1])))
-    full_rows = [tuple(f) for f in store.read([0])[0].tolist()]
-    assert {tuple(f) for f in a.read([0])[0].tolist()} <= set(full_rows)   # a subset of the labelled points
+    assert all(np.array_equal(x, y) for x, y in zip(a.read_points([0, 1]), b.read_points([0, 1])))
+    full_rows = [tuple(f) for f in store.read_points([0])[0].tolist()]
+    assert {tuple(f) for f in a.read_points([0])[0].tolist()} <= set(full_rows)   # a subset of the labelled points
 
 
 def test_a_killed_build_resumes_to_the_same_store(synthetic_infos, tmp_path, monkeypatch):
@@ -236,7 +236,7 @@ def test_a_killed_build_resumes_to_the_same_store(synthetic_infos, tmp_path, mon
     monkeypatch.setattr(ShardWriter, "write", lambda self, **a: (seen.append(self.done), write(self, **a)))
     resumed = build_point_store(cfg, build_stage1(cfg), tmp_path / "resumed", progress=False)
     assert seen == [1]   # only the scan that was not committed
-    assert all(np.array_equal(x, y) for x, y in zip(whole.read([0, 1]), resumed.read([0, 1])))
+    assert all(np.array_equal(x, y) for x, y in zip(whole.read_points([0, 1]), resumed.read_points([0, 1])))
 
 
 def test_a_store_of_another_encoder_is_refused_in_one_line(synthetic_infos, tmp_path):

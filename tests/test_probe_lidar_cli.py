@@ -114,6 +114,6 @@ def test_two_processes_write_one_shard_each_and_the_main_one_the_result(syntheti
     one = build_point_store(cfg, build_stage1(cfg), tmp_path / "one", progress=False)
     assert (two.processes, two.rows, two.points) == (2, one.rows, one.points)
     for row in range(one.rows):
-        (f1, y1), (f2, y2) = one.read([row]), two.read([row])
+        (f1, y1), (f2, y2) = one.read_points([row]), two.read_points([row])
         assert np.array_equal(y1, y2)
         np.testing.assert_allclose(f2.astype(np.float32), f1.astype(np.float32), rtol=1e-2, atol=2e-3)

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import dataclasses
 import logging
-import time
 from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -26,18 +25,7 @@ from collab_distill.config import DataConfig
 from collab_distill.data.collate import Collate
 from collab_distill.data.dataset import PairedDataset
 from collab_distill.data.feature_store import info_fingerprint
-from collab_distill.data.shards import (
-    META_FILE,
-    ShardWriter,
-    StoreError,
-    begin_build,
-    finish_build,
-    first_difference,
-    flatten,
-    partial_path,
-    read_build_meta,
-    short_value,
-)
+from collab_distill.data.shards import META_FILE, ShardWriter, begin_or_resume, finish_build, partial_path
 from collab_distill.data.taxonomy import IGNORE, fine_to_eval_lut
 from collab_distill.data.voxelize import Voxels
 from collab_distill.losses import cosine_distance
@@ -212,11 +200,11 @@ def build_point_store(cfg: LidarProbeConfig, method: nn.Module, path: str | Path
     rank, processes, _ = _process()
     folder = partial_path(path)
     meta = {**identity, "rows": len(dataset), "processes": processes, "point_weights": cfg.point_weights}
-    _begin_or_resume(folder, meta, overwrite, rank == 0)
+    if begin_or_resume(folder, meta, overwrite=overwrite, main=rank == 0, wait=_wait, error=PointStoreError):
+        log.info("resuming the 3D probe point store build in %s", folder)
     writer = ShardWriter(folder, rank, processes, len(dataset), point_fields(identity["channels"]))
     todo = list(range(len(dataset)))[rank::processes][writer.done:]
     method.point_encoder.to(device)
-    last = time.monotonic()
     with tqdm(total=writer.size, initial=writer.done, desc=f"point features ({cfg.train.split})", unit="scan",
               disable=not (progress and rank == 0)) as bar:
         for rows, batch in scan_batches(dataset, todo, cfg.train.feature_batch, cfg.data.num_workers, device):
@@ -227,17 +215,12 @@ def build_point_store(cfg: LidarProbeConfig, method: nn.Module, path: str | Path
             writer.write(features=[features[i].to(torch.float16).cpu().numpy() for i in keep],
                          labels=[labels[i].numpy().astype(LABEL_DTYPE) for i in keep])
             bar.update(len(rows))
-            if time.monotonic() - last >= commit_seconds:
-                writer.commit()
-                last = time.monotonic()
+            writer.commit_every(commit_seconds)
     writer.commit()
     writer.close()
     _wait()
     if rank == 0:
-        try:
-            finish_build(folder, path)
-        except StoreError as exc:
-            raise PointStoreError(str(exc)) from None
+        finish_build(folder, path, error=PointStoreError)
     _wait()
     store = PointStore(path)
     if rank == 0:
@@ -250,21 +233,3 @@ def check_labelled(dataset: PairedDataset) -> None:
     if any(s.lidarseg_path is None for s in dataset.samples):
         raise ProbeError(f"{dataset.cfg.info_dir}: the {dataset.cfg.split} split has samples without lidarseg "
                          "labels; the 3D probe needs a dataset with lidarseg")
-
-
-def _begin_or_resume(folder: Path, meta: dict[str, Any], overwrite: bool, main: bool) -> None:
-    """Resume the build in ``folder`` when it is of the same ``meta``; otherwise start it afresh (a build
-    of something else only with ``overwrite``). Every process decides from what it reads before the main
-    process writes anything."""
-    existing = read_build_meta(folder)
-    found, wanted = flatten(existing or {}), flatten(meta)
-    differs = first_difference(found, wanted) if existing is not None else None
-    _wait()
-    if differs is not None and not overwrite:
-        raise PointStoreError(f"{folder}: a build in progress has {differs} {short_value(found.get(differs))}, this "
-                              f"one {short_value(wanted[differs])}; use --overwrite to start again")
-    if main and (existing is None or differs is not None):
-        begin_build(folder, meta)
-    elif existing is not None:
-        log.info("resuming the 3D probe point store build in %s", folder)
-    _wait()

@@ -14,14 +14,14 @@ store's order), two ragged fields on :mod:`collab_distill.data.shards` (the one 
             shard_<p>_*.ends            int64 end offset of each row (ragged fields)
             shard_<p>.json              rows of shard p written so far
 
-A store serves a run only if its identity equals the run's, key by key (:meth:`PointStore.check`):
+A store is a :class:`~collab_distill.data.shards.ShardedStore`; it serves a run only if its identity equals
+the run's, key by key (:meth:`PointStore.check`):
 another encoder (weights sha256), architecture, voxel size, data selection or subsample is one
 :class:`PointStoreError` line naming the key. No pickle anywhere.
 """
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -29,21 +29,12 @@ import torch
 from torch.utils.data import Dataset
 
 from collab_distill.data.rows import RowFile
-from collab_distill.data.shards import (
-    META_FILE,
-    Field,
-    ShardReader,
-    StoreError,
-    first_difference,
-    flatten,
-    read_json,
-    short_value,
-)
+from collab_distill.data.shards import Field, ShardedStore, StoreError, first_difference, flatten, short_value
 
 STORE_VERSION = 1
 FEATURE_DTYPE = np.dtype(np.float16)
 LABEL_DTYPE = np.dtype(np.uint8)
-BUILD_HINT = "tools/probe_lidar.py builds it (--overwrite replaces a store of something else)"
+BUILD_HINT = "tools/probe_lidar.py builds it"
 
 
 class PointStoreError(StoreError):
@@ -57,8 +48,9 @@ def point_fields(channels: int) -> tuple[Field, Field]:
             Field("labels", LABEL_DTYPE.name, (), ragged=True))
 
 
-class PointStore:
-    """A complete training-point store (nothing is read at open; rows are read with ``os.pread``).
+class PointStore(ShardedStore):
+    """A complete training-point store (:class:`~collab_distill.data.shards.ShardedStore`: nothing is read at
+    open; rows are read with ``os.pread``; pickles by path).
 
     Args:
         path: the store folder.
@@ -68,34 +60,16 @@ class PointStore:
             another size than ``meta.json`` says.
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        try:
-            meta = read_json(self.path / META_FILE, "3D probe point store", BUILD_HINT)
-        except StoreError as exc:
-            raise PointStoreError(str(exc)) from None
-        if meta.get("store_version") != STORE_VERSION:
-            raise PointStoreError(f"{self.path / META_FILE}: store version {meta.get('store_version')!r}, this code "
-                                  f"reads {STORE_VERSION}; {BUILD_HINT}")
-        if meta.get("complete") is not True:
-            raise PointStoreError(f"{self.path}: incomplete 3D probe point store (its build did not finish); run the "
-                                  "probe again to resume it")
-        try:
-            self.rows, self.processes, self.channels = (int(meta[k]) for k in ("rows", "processes", "channels"))
-        except (KeyError, TypeError, ValueError) as exc:
-            raise PointStoreError(f"{self.path / META_FILE}: malformed ({exc.__class__.__name__}: {exc}); "
-                                  f"{BUILD_HINT}") from None
-        self.meta = meta
-        self.shards = ShardReader(self.path, self.rows, self.processes, point_fields(self.channels))
-        problem = self.shards.size_problem()
-        if problem is not None:
-            raise PointStoreError(f"{problem} ({META_FILE}); {BUILD_HINT}")
+    WHAT = "3D probe point store"
+    VERSION = STORE_VERSION
+    HINT = BUILD_HINT
+    ERROR = PointStoreError
 
-    def __getstate__(self) -> dict[str, Any]:
-        return {"path": self.path}
+    def parse(self, meta: Mapping[str, Any]) -> None:
+        self.channels = int(meta["channels"])
 
-    def __setstate__(self, state: dict[str, Any]) -> None:
-        self.__init__(state["path"])  # type: ignore[misc]
+    def fields(self, meta: Mapping[str, Any]) -> tuple[Field, Field]:
+        return point_fields(int(meta["channels"]))
 
     @property
     def points(self) -> int:
@@ -107,19 +81,16 @@ class PointStore:
             ends.close()
         return total
 
-    def read(self, rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
+    def read_points(self, rows: Sequence[int]) -> tuple[np.ndarray, np.ndarray]:
         """``features (n, C)`` float16 and ``labels (n,)`` uint8 of the points of ``rows``, concatenated in
         that order (fresh arrays).
 
         Raises:
             PointStoreError: a row outside the store, or a file cut short.
         """
-        try:
-            features, labels = self.shards.read("features", rows), self.shards.read("labels", rows)
-        except StoreError as exc:
-            raise PointStoreError(f"{exc}; {BUILD_HINT}") from None
-        empty = (np.zeros((0, self.channels), FEATURE_DTYPE), np.zeros(0, LABEL_DTYPE))
-        return (np.concatenate(features), np.concatenate(labels)) if len(rows) else empty
+        if not len(rows):
+            return np.zeros((0, self.channels), FEATURE_DTYPE), np.zeros(0, LABEL_DTYPE)
+        return np.concatenate(self.read("features", rows)), np.concatenate(self.read("labels", rows))
 
     def check(self, identity: Mapping[str, Any]) -> None:
         """Refuse a store of something else: every key of ``identity`` (nested sections as dotted keys) must
@@ -132,14 +103,8 @@ class PointStore:
         key = first_difference(stored, wanted)
         if key is not None:
             raise PointStoreError(f"{self.path}: {key} is {short_value(stored.get(key))} in the store, "
-                                  f"{short_value(wanted[key])} for this probe; {BUILD_HINT}, or set store= to "
-                                  "another folder")
-
-    def close(self) -> None:
-        """Close the store's files (reading again opens them again)."""
-        shards = getattr(self, "shards", None)
-        if shards is not None:
-            shards.close()
+                                  f"{short_value(wanted[key])} for this probe; {BUILD_HINT} (--overwrite replaces "
+                                  "it), or set store= to another folder")
 
 
 class PointChunks(Dataset):
@@ -166,6 +131,6 @@ class PointChunks(Dataset):
     def __getitem__(self, k: int) -> tuple[torch.Tensor, torch.Tensor]:
         """``features (n, C)`` float16 and ``labels (n,)`` int64 of chunk ``k``, in a seeded random order."""
         order = np.random.default_rng([self.seed, self.epoch]).permutation(self.store.rows)
-        features, labels = self.store.read(order[k * self.chunk_scans:(k + 1) * self.chunk_scans])
+        features, labels = self.store.read_points(order[k * self.chunk_scans:(k + 1) * self.chunk_scans])
         shuffle = np.random.default_rng([self.seed, self.epoch, k]).permutation(len(labels))
         return torch.from_numpy(features[shuffle]), torch.from_numpy(labels[shuffle].astype(np.int64))
