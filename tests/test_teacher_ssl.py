@@ -199,3 +199,15 @@ def test_a_run_continues_the_exported_teachers_objective(synthetic_infos, tmp_pa
         build_method(_cfg(synthetic_infos, f"method.init_from={tmp_path}"))
     with pytest.raises(WeightsError, match=r"teacher_head\.safetensors does not fit this run's heads"):
         build_method(_cfg(synthetic_infos, f"method.init_from={weights}", "method.out_dim=32"))
+
+
+def test_two_runs_with_one_seed_train_the_same_teacher(synthetic_infos, tmp_path):
+    runs = []
+    for name in ("a", "b"):
+        cfg = _cfg(synthetic_infos, f"experiment.output_dir={tmp_path / name}", "train.max_steps=2")
+        run_training(cfg, progress=False)
+        runs.append(((tmp_path / name / "metrics.jsonl").read_text().splitlines(),
+                     read_state_dict(tmp_path / name / "weights" / "teacher_vit.safetensors")[0]))
+    (log_a, vit_a), (log_b, vit_b) = runs
+    assert [json.loads(line)["loss"] for line in log_a] == [json.loads(line)["loss"] for line in log_b]
+    assert vit_a.keys() == vit_b.keys() and all(torch.equal(vit_a[k], vit_b[k]) for k in vit_a)
