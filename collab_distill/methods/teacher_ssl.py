@@ -1,4 +1,5 @@
-"""A label-free teacher: DINO + iBOT self-distillation and masked-pixel prediction of a ViT on clear images, no labels and no LiDAR.
+"""A label-free teacher: DINO + iBOT self-distillation and masked-pixel prediction of a ViT on clear images,
+no labels and no LiDAR.
 
 Each image of the batch gives two global crops (:mod:`collab_distill.methods.ssl_views`: random resized
 crop and flip, photometric jitter), at the training size, made batched on the device and seeded per image.
@@ -195,11 +196,11 @@ class TeacherSSL(Method):
         """Also write the EMA teacher's ViT alone (``teacher_vit.safetensors``, as ``teacher_pretrain``), usable as
         ``model.image.weights`` by every other run, and its head (``teacher_head.safetensors``, read by
         ``method.init_from``)."""
-        paths = super().export(weights_dir)  # checks every trainable tensor is finite before writing any
         head = {k: v.detach().cpu().contiguous() for k, v in self.teacher_head.state_dict().items()}
         check_finite_weights({**{f"teacher_head.{k}": v for k, v in head.items()},
                               **{f"teacher.{k}": v for k, v in self.teacher.state_dict().items()}},
                              f"export to {weights_dir}")
+        paths = super().export(weights_dir)  # checks the trainable tensors the same way before writing any
         write_safetensors(head, weights_dir / "teacher_head.safetensors")
         return [*paths, weights_dir / "teacher_head.safetensors",
                 save_vit_weights(self.teacher.vit, weights_dir / "teacher_vit.safetensors")]
