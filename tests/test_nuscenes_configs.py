@@ -26,8 +26,10 @@ def run_config(model: str, method: str, *overrides: str) -> RunConfig:
 def test_one_runnable_file_per_model_and_method_and_every_file_declares_its_schema():
     runnable = {(p.parent.name, p.stem) for p in ROOT.glob("vit_*/*.yaml")}
     assert runnable == set(RUNS)
+    probes = {"probe_seg.yaml": "probe", "probe_depth.yaml": "probe", "probe_lidar.yaml": "lidar_probe"}
+    assert {p.name for p in ROOT.glob("probe_*.yaml")} == set(probes)
     for path in ROOT.rglob("*.yaml"):
-        assert yaml.safe_load(path.read_text())["schema"] == "run", path
+        assert yaml.safe_load(path.read_text())["schema"] == probes.get(path.name, "run"), path
 
 
 @pytest.mark.parametrize(("model", "method"), RUNS)
