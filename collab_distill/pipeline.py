@@ -189,7 +189,7 @@ def steps(opts: DemoOptions, world: WorldBuilder) -> list[Step]:
     ]
     if not opts.teacher_weights:
         result.append(Step("teacher (clear only)", Path(teacher_weights(opts)),
-                           lambda: _train(demo, *method_names("teacher"), opts.out / "teacher", opts.seeds[0], [],
+                           lambda: _train(demo, "teacher_pretrain", opts.out / "teacher", opts.seeds[0], [],
                                           preset.teacher)))
     result.append(Step("teacher features", teacher_store(opts) / "meta.json", lambda: _cache_teacher(demo)))
     for seed in opts.seeds:

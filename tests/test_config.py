@@ -201,7 +201,7 @@ def test_a_key_of_another_method_names_the_key_the_file_and_the_method(tmp_path)
                                           r"\(did you mean 'method.anchor_weight'\?\)$"):
         load_config("configs/stage2/synthetic.yaml", ["method.anchr_weight=1"])
     with pytest.raises(ConfigError, match=r"^command line: key 'method.name' must be one of \['teacher_pretrain', "
-                                          r"'stage1', 'stage2', 'teacher_plus', 'asymmetric', 'self_distill'\], "
+                                          r"'teacher_ssl', 'stage1', 'stage2', 'teacher_plus', 'asymmetric', 'self_distill'\], "
                                           r"got 'stage3'$"):
         load_config(None, ["method.name=stage3"])
 

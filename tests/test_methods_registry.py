@@ -19,7 +19,8 @@ GROUPS = ("teacher", "stage1", "stage2", "baseline")
 
 
 def test_registry_order_and_groups():
-    assert method_names() == ("teacher_pretrain", "stage1", "stage2", "teacher_plus", "asymmetric", "self_distill")
+    assert method_names() == ("teacher_pretrain", "teacher_ssl", "stage1", "stage2", "teacher_plus", "asymmetric",
+                              "self_distill")
     assert method_names("baseline") == ("teacher_plus", "asymmetric", "self_distill")
     assert {entry.group for entry in METHODS.values()} == set(GROUPS)
     assert method_names("nonsense") == ()
@@ -60,8 +61,8 @@ def test_every_target_is_a_method_class():
 def test_build_method_refuses_an_unknown_name_and_a_section_of_another_method():
     from collab_distill.methods.config import Stage1Config
 
-    with pytest.raises(ConfigError, match=r"^unknown method.name 'stage3'; valid: teacher_pretrain, stage1, stage2, "
-                                          r"teacher_plus, asymmetric, self_distill$"):
+    with pytest.raises(ConfigError, match=r"^unknown method.name 'stage3'; valid: teacher_pretrain, teacher_ssl, "
+                                          r"stage1, stage2, teacher_plus, asymmetric, self_distill$"):
         method_entry("stage3")
     with pytest.raises(ConfigError, match=r"method.name='stage2' has a Stage1Config section; this method reads a "
                                           r"Stage2Config"):

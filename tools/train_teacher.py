@@ -1,6 +1,8 @@
 #!/usr/bin/env python
-"""The clear-weather ViT teacher (teacher_pretrain): supervised by the projected LiDAR, 16-class labels
-and depth, when no pretrained DINOv2 weights are available (what tools/demo.py trains first).
+"""The clear-weather ViT teacher, when no pretrained DINOv2 weights are available: teacher_pretrain
+(the default config; supervised by the projected LiDAR's 16-class labels and depth, what tools/demo.py
+trains first) or teacher_ssl (--config configs/teacher/ssl.yaml: label-free self-distillation on clear
+images, no LiDAR; docs/methods.md).
 
 An alias of tools/train.py for the registry's teacher group (collab_distill/methods/registry.py)."""
 from collab_distill.threads import set_thread_defaults; set_thread_defaults()  # noqa: E702 (before torch loads)
