@@ -11,10 +11,10 @@ import torch
 import yaml
 from torch import nn
 
-from collab_distill.models.export import export_vit, write_safetensors
+from collab_distill.models.export import export_vit
 from collab_distill.models.frozen import FreezableModule
 from collab_distill.models.image_encoder import ImageEncoder
-from collab_distill.models.weights import check_finite_weights
+from collab_distill.models.weights import check_finite_weights, write_safetensors
 
 if TYPE_CHECKING:
     from collab_distill.config import RunConfig

@@ -40,8 +40,7 @@ from collab_distill.methods.config import TeacherSSLConfig
 from collab_distill.methods.ssl_views import apply_masks, patch_masks, random_resized_crops
 from collab_distill.methods.views import jittered_view
 from collab_distill.models import ImageEncoder, save_vit_weights
-from collab_distill.models.export import write_safetensors
-from collab_distill.models.weights import WeightsError, check_finite_weights, read_state_dict
+from collab_distill.models.weights import WeightsError, check_finite_weights, read_state_dict, write_safetensors
 
 CROPS = ("global0", "global1")  # the two global crops of every image; the names seed their draws
 

@@ -16,7 +16,6 @@ renamed into it; a ViT holding a NaN or an infinity is refused before anything i
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import logging
 import os
 import re
@@ -26,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-from safetensors.torch import save as safetensors_bytes
 from timm.layers import GluMlp, LayerScale, Mlp, resample_abs_pos_embed
 from timm.models._hub import save_config_for_hf  # the writer of timm's config.json (save_for_hf, push_to_hf_hub)
 from timm.models.vision_transformer import VisionTransformer
@@ -34,7 +32,7 @@ from torch import Tensor, nn
 
 from collab_distill.errors import UserError
 
-from .weights import check_finite_weights
+from .weights import check_finite_weights, write_safetensors
 
 log = logging.getLogger(__name__)
 
@@ -198,17 +196,6 @@ def _timm_keys_of_dinov2(vit: VisionTransformer) -> set[str]:
 
 
 # ------------------------------------------------------------------------------------ files
-def write_safetensors(state: Mapping[str, Tensor], path: Path, metadata: Mapping[str, str] | None = None) -> str:
-    """Write ``state`` as safetensors to ``path`` via a temporary name and a rename; returns its sha256 (hex)."""
-    data = safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in state.items()},
-                             dict(metadata) if metadata else None)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, path)
-    return hashlib.sha256(data).hexdigest()
-
-
 @contextlib.contextmanager
 def _new_folder(folder: Path) -> Iterator[Path]:
     """A fresh sibling of ``folder`` to fill; on success it replaces ``folder``, on an error it is deleted."""

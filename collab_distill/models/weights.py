@@ -8,13 +8,15 @@ correctly too.
 """
 from __future__ import annotations
 
+import hashlib
 import logging
+import os
 from pathlib import Path
 from typing import Mapping
 
 import torch
 from safetensors import SafetensorError, safe_open
-from safetensors.torch import save_file
+from safetensors.torch import save as safetensors_bytes
 from timm.layers import resample_abs_pos_embed
 from timm.models.vision_transformer import VisionTransformer, checkpoint_filter_fn
 from torch import Tensor
@@ -137,13 +139,28 @@ def load_vit_weights(model: VisionTransformer, path: str | Path, strict: bool = 
         log.warning("%s (loaded anyway: strict is false)", message)
 
 
-def save_vit_weights(model: VisionTransformer, path: str | Path) -> Path:
-    """Write ``model``'s timm-format state dict as safetensors, recording its image size."""
-    path = Path(path)
+def write_safetensors(state: Mapping[str, Tensor], path: Path, metadata: Mapping[str, str] | None = None) -> str:
+    """Write ``state`` as safetensors to ``path`` via a temporary name and a rename; returns its sha256 (hex)."""
+    data = safetensors_bytes({k: v.detach().cpu().contiguous() for k, v in state.items()},
+                             dict(metadata) if metadata else None)
     path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_bytes(data)
+    os.replace(tmp, path)
+    return hashlib.sha256(data).hexdigest()
+
+
+def save_vit_weights(model: VisionTransformer, path: str | Path) -> Path:
+    """Write ``model``'s timm-format state dict as safetensors (atomically), recording its image size.
+
+    Raises:
+        NonFiniteWeightsError: a parameter or buffer holds NaN or inf (nothing is written).
+    """
+    path = Path(path)
     height, width = model.patch_embed.img_size
-    state = {k: v.detach().contiguous() for k, v in model.state_dict().items()}
-    save_file(state, str(path), metadata={_IMG_SIZE_KEY: f"{height},{width}"})
+    state = model.state_dict()
+    check_finite_weights(state, str(path))
+    write_safetensors(state, path, {_IMG_SIZE_KEY: f"{height},{width}"})
     return path
 
 
