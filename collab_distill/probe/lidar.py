@@ -187,7 +187,8 @@ def point_batches(chunks: PointChunks, batch_points: int, workers: int, device: 
     loader = DataLoader(chunks, batch_size=None, num_workers=workers, pin_memory=device.type == "cuda")
     carry = (torch.zeros(0, chunks.store.channels, dtype=torch.float16), torch.zeros(0, dtype=torch.int64))
     for features, labels in loader:
-        features, labels = torch.cat([carry[0], features]), torch.cat([carry[1], labels])
+        if len(carry[1]):
+            features, labels = torch.cat([carry[0], features]), torch.cat([carry[1], labels])
         full = len(labels) - len(labels) % batch_points
         for start in range(0, full, batch_points):
             yield (features[start:start + batch_points].to(device, non_blocking=True).float(),
