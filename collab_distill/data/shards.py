@@ -485,6 +485,31 @@ class ShardedStore:
         """The store's fields, from its ``meta``."""
         raise NotImplementedError
 
+    def check(self, identity: Mapping[str, Any]) -> None:
+        """Refuse a store of another ``identity``: one :attr:`ERROR` line naming the first differing field
+        (a kind that :meth:`reuse` serves defines it)."""
+        raise NotImplementedError
+
+    @classmethod
+    def reuse(cls, path: str | Path, identity: Mapping[str, Any], overwrite: bool = False) -> ShardedStore | None:
+        """The complete store at ``path`` when it has ``identity`` (:meth:`check`); None when none is there, or
+        when, with ``overwrite``, the one there cannot serve (damaged, incomplete, of another version or
+        identity): the caller then builds it (anew).
+
+        Raises:
+            ERROR: without ``overwrite``, a store there that cannot serve.
+        """
+        if not (Path(path) / META_FILE).is_file():
+            return None
+        try:
+            store = cls(path)
+            store.check(identity)
+            return store
+        except cls.ERROR:
+            if not overwrite:
+                raise
+            return None
+
     def read(self, name: str, rows: Sequence[int]) -> np.ndarray | list[np.ndarray]:
         """Field ``name`` of store ``rows`` (:meth:`ShardReader.read`); a damaged file raises :attr:`ERROR`."""
         try:

@@ -21,11 +21,10 @@ from torch.utils.data import Dataset
 
 from collab_distill.data.feature_store import info_fingerprint
 from collab_distill.data.info_store import InfoStore, store_path
-from collab_distill.data.shards import META_FILE
 from collab_distill.models.config import WEIGHTS_RANDOM
 from collab_distill.probe.config import ProbeConfig
 from collab_distill.probe.encoder import describe_weights
-from collab_distill.probe.store import ProbeStore, ProbeStoreError, identity_hash
+from collab_distill.probe.store import ProbeStore, identity_hash
 from collab_distill.probe.store_build import build_probe_store
 
 
@@ -102,14 +101,9 @@ def probe_store(cfg: ProbeConfig, weights: str, train: bool, views: Dataset,
     """
     identity = store_identity(cfg, weights, train)
     path = store_location(cfg, identity, train)
-    if (path / META_FILE).is_file():
-        try:
-            store = ProbeStore(path)
-            store.check(identity)
-            return store
-        except ProbeStoreError:
-            if not overwrite:
-                raise
+    store = ProbeStore.reuse(path, identity, overwrite)
+    if store is not None:
+        return store
     items = select_items(len(views), cfg.train.max_samples if train else 0, cfg.experiment.seed)
     return build_probe_store(encoder(), views, items, identity, path, getattr(views, "targets"),
                              cfg.train.feature_batch, cfg.data.num_workers, progress, overwrite=overwrite)
