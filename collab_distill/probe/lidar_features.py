@@ -105,7 +105,7 @@ def scan_batches(dataset: PairedDataset, rows: Sequence[int], batch: int, worker
     Yields:
         ``(rows of the batch, batch)``: the batch's tensors on the CPU (pinned when ``device`` is CUDA).
     """
-    loader = DataLoader(Subset(dataset, list(rows)), batch_size=batch, num_workers=workers,
+    loader = DataLoader(Subset(dataset, rows), batch_size=batch, num_workers=workers,
                         collate_fn=Collate(dataset.cfg.voxel_size), pin_memory=device.type == "cuda")
     start = 0
     for batch_data in loader:
@@ -203,7 +203,7 @@ def build_point_store(cfg: LidarProbeConfig, method: nn.Module, path: str | Path
     if begin_or_resume(folder, meta, overwrite=overwrite, main=rank == 0, wait=_wait, error=PointStoreError):
         log.info("resuming the 3D probe point store build in %s", folder)
     writer = ShardWriter(folder, rank, processes, len(dataset), point_fields(identity["channels"]))
-    todo = list(range(len(dataset)))[rank::processes][writer.done:]
+    todo = range(len(dataset))[rank::processes][writer.done:]   # a range: no per-scan object to copy into workers
     method.point_encoder.to(device)
     with tqdm(total=writer.size, initial=writer.done, desc=f"point features ({cfg.train.split})", unit="scan",
               disable=not (progress and rank == 0)) as bar:

@@ -78,7 +78,7 @@ class _SparseItems(Dataset):
 
     def __init__(self, views: Dataset, items: Sequence[int], offsets: np.ndarray, skip_to: int, stop: int,
                  vocabulary: Sequence[str]) -> None:
-        self.views, self.items, self.offsets = views, list(items), offsets
+        self.views, self.items, self.offsets = views, items, offsets
         self.skip_to, self.stop, self.vocabulary = skip_to, stop, tuple(vocabulary)
 
     def __len__(self) -> int:

@@ -14,7 +14,7 @@ from __future__ import annotations
 import dataclasses
 import hashlib
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 from torch.utils.data import Dataset
@@ -28,10 +28,10 @@ from collab_distill.probe.store import ProbeStore, identity_hash
 from collab_distill.probe.store_build import build_probe_store
 
 
-def select_items(count: int, max_samples: int, seed: int) -> list[int]:
+def select_items(count: int, max_samples: int, seed: int) -> Sequence[int]:
     """The dataset items a probe uses: all of ``count``, or (``max_samples > 0``) a seeded subset, in order."""
     if max_samples <= 0 or max_samples >= count:
-        return list(range(count))
+        return range(count)
     return sorted(torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:max_samples].tolist())
 
 
