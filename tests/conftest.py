@@ -88,3 +88,21 @@ def damaged_copy(synthetic_root, synthetic_infos, tmp_path):
         return root, path, info.num_points
 
     return damage
+
+
+@pytest.fixture
+def two_cpu_processes(tmp_path) -> tuple[list[str], dict[str, str]]:
+    """The command prefix of an ``accelerate launch`` of two CPU processes (gloo) on a free port (other test
+    runs may hold a fixed one), and the environment to run it in."""
+    import socket
+    import sys
+    from pathlib import Path
+
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        port = sock.getsockname()[1]
+    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
+    launcher = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
+                "--num_machines", "1", "--main_process_port", str(port), "--mixed_precision", "no",
+                "--dynamo_backend", "no"]
+    return launcher, env

@@ -6,7 +6,6 @@ stage 1's point encoder, differs by design across process counts on CPU: SyncBat
 from __future__ import annotations
 
 import json
-import os
 import subprocess
 import sys
 from pathlib import Path
@@ -18,15 +17,12 @@ REPO = Path(__file__).resolve().parents[1]
 
 
 @pytest.mark.slow
-def test_two_processes_match_one(textured_infos_dir, tmp_path):
+def test_two_processes_match_one(textured_infos_dir, tmp_path, two_cpu_processes):
     args = ["--config", "configs/baselines/asymmetric.yaml", f"data.info_dir={textured_infos_dir}",
             "model.image.name=vit_pico_patch14_cpu", "data.image_size=[56,112]", "data.cameras=[CAM_FRONT]",
             "train.max_steps=3", "train.batch_size=2", "optim.lr=5e-4", "method.degradations=[fog,night]",
             "method.severities=[3]"]
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
-    launcher = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--main_process_port", "29531", "--mixed_precision", "no",
-                "--dynamo_backend", "no"]
+    launcher, env = two_cpu_processes
     runs = {"one": [sys.executable], "two": launcher}
     for name, prefix in runs.items():
         proc = subprocess.run([*prefix, "tools/train_baseline.py", *args, f"experiment.output_dir={tmp_path / name}"],

@@ -175,18 +175,11 @@ def test_store_mode_opens_no_image_and_keeps_the_3d_augmentation(store, textured
 
 
 @pytest.mark.slow
-def test_two_processes_write_one_shard_each_and_give_the_same_maps(store, textured_infos_dir, tmp_path):
+def test_two_processes_write_one_shard_each_and_give_the_same_maps(store, textured_infos_dir, tmp_path,
+                                                                   two_cpu_processes):
     """``accelerate launch`` with 2 CPU processes (gloo): rows dealt round-robin, one shard per process,
     the same maps as one process (up to float16 rounding: the teacher ran on other batch compositions)."""
-    import socket
-
-    with socket.socket() as sock:  # a free port: other test runs may hold a fixed one
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
-    launcher = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--main_process_port", str(port), "--mixed_precision", "no",
-                "--dynamo_backend", "no"]
+    launcher, env = two_cpu_processes
     out = tmp_path / "two"
     proc = subprocess.run([*launcher, "tools/cache_teacher.py", "--config", "configs/stage1/synthetic.yaml",
                            f"data.info_dir={textured_infos_dir}", *SMALL, "--out", str(out), "--batch-size", "5",

@@ -82,25 +82,16 @@ def test_a_store_of_another_encoder_is_one_error_line_and_overwrite_replaces_it(
 
 
 @pytest.mark.slow
-def test_two_processes_write_one_shard_each_and_the_main_one_the_result(synthetic_infos, tmp_path):
+def test_two_processes_write_one_shard_each_and_the_main_one_the_result(synthetic_infos, tmp_path, two_cpu_processes):
     """``accelerate launch`` with 2 CPU processes (gloo): each writes its shard of the store (rows dealt
     round-robin), the same rows as one process builds (float16 rounding apart); one result."""
-    import os
-    import socket
-
     import numpy as np
 
     from collab_distill.probe.lidar import build_stage1
     from collab_distill.probe.lidar_features import build_point_store
     from collab_distill.probe.lidar_store import PointStore
 
-    with socket.socket() as sock:  # a free port: other test runs may hold a fixed one
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
-    launcher = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--main_process_port", str(port), "--mixed_precision", "no",
-                "--dynamo_backend", "no"]
+    launcher, env = two_cpu_processes
     tiny = [f"data.info_dir={synthetic_infos}", "model.image.name=vit_pico_patch14_cpu", "data.image_size=[56,112]",
             "model.point.enc_widths=[8,16]", "model.point.enc_depths=[1,1]", "model.point.dec_widths=[16,16]",
             "model.point.dec_depths=[1,1]", "model.point.stem_width=8", "train.epochs=1", "data.voxel_size=0.4",
