@@ -185,15 +185,10 @@ def build_point_store(cfg: LidarProbeConfig, method: nn.Module, path: str | Path
     dataset = PairedDataset(split_data(cfg, cfg.train.split), seed=cfg.experiment.seed, train=False,
                             with_images=False)
     identity = store_identity(cfg, method, dataset)
-    if (path / META_FILE).is_file():
-        try:
-            store = PointStore(path)
-            store.check(identity)
-            return store
-        except PointStoreError:
-            if not overwrite:
-                raise
-    elif path.exists() and any(path.iterdir()) and not overwrite:
+    store = PointStore.reuse(path, identity, overwrite)
+    if store is not None:
+        return store
+    if not (path / META_FILE).is_file() and path.exists() and any(path.iterdir()) and not overwrite:
         raise PointStoreError(f"{path} is a non-empty folder, not a 3D probe point store; use --overwrite to "
                               "replace it, or set store= to another folder")
     check_labelled(dataset)
