@@ -12,9 +12,10 @@ from dataclasses import dataclass, field
 from typing import Annotated, Literal
 
 from collab_distill.config import DataConfig, ExperimentConfig, check_config, register_schema
+from collab_distill.data.corruptions import DEFAULT_SEVERITY, available_eval_corruptions
 from collab_distill.errors import UserError
 from collab_distill.models.config import ModelConfig
-from collab_distill.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range
+from collab_distill.ranges import NonNegativeFloat, NonNegativeInt, PositiveFloat, PositiveInt, Range, Severity
 
 
 class ProbeError(UserError, ValueError):
@@ -62,6 +63,8 @@ class ProbeEvalConfig:
     conditions: list[str] = field(default_factory=lambda: ["all"])  # samples evaluated; results are per tag
     fidelity: bool = True            # cosine between the encoder (adverse) and the teacher (clear render)
     showcase: NonNegativeInt = 2     # views per condition set saved for the report's figures (0: none)
+    corruptions: list[str] = field(default_factory=list)  # evaluation-only corruptions (data/corruptions.py):
+    corruption_severity: Severity = DEFAULT_SEVERITY      # the same head on the corrupted eval views, a row each
 
 
 @dataclass
@@ -140,3 +143,7 @@ def check_probe_config(cfg: ProbeConfig, patch_size: int = 14) -> None:
         raise ProbeError("eval.fidelity needs the teacher: set model.image.weights (--teacher) or eval.fidelity=false")
     if cfg.folder.root and cfg.task == "seg" and cfg.folder.num_classes < 1:
         raise ProbeError("folder.num_classes must be set for a segmentation folder set")
+    unknown = [name for name in cfg.eval.corruptions if name not in available_eval_corruptions()]
+    if unknown or len(set(cfg.eval.corruptions)) < len(cfg.eval.corruptions):
+        raise ProbeError(f"eval.corruptions {cfg.eval.corruptions}: {'unknown ' + repr(unknown[0]) if unknown else 'a name twice'}"
+                         f"; names: {', '.join(available_eval_corruptions())} (each at most once)")

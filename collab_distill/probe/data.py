@@ -15,7 +15,11 @@ live only while a view is loaded: a probe store keeps the sparse targets
       <root>/<split>/images/<name>.jpg|.png
       <root>/<split>/labels/<name>.png      segmentation: class index per pixel, ignore_index elsewhere
       <root>/<split>/depth/<name>.png       depth: uint16, value / depth_scale = metres, 0 = invalid
-      <root>/<split>/conditions.json        optional: {"<name>": ["night", ...]}
+      <root>/<split>/conditions.json        optional: {"<name>": ["night", "tunnel", ...]}
+
+  A folder set's tags are any words (``conditions.json``: image stem -> list of tags; not ``all``, the
+  group of every view); its vocabulary is the tags present (:meth:`FolderViews.tag_vocabulary`), in
+  :func:`ordered_tags` order, and the probes report one group per tag.
 
 Every image is resized to cover the probe size and centre-cropped (``data.transforms.load_image``);
 targets follow with nearest-neighbour resampling of the same geometry.
@@ -24,6 +28,7 @@ from __future__ import annotations
 
 import dataclasses
 import json
+from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -44,6 +49,15 @@ from collab_distill.probe.config import FolderConfig, ProbeError
 
 NOISE_INDEX = NAME_TO_INDEX["noise"]
 IMAGE_SUFFIXES = (".jpg", ".jpeg", ".png")
+ALL = "all"  # the result group of every view: not a tag
+MAX_TAGS = 63  # a store keeps a view's tags as an int64 bitmask
+
+
+def ordered_tags(tags: Iterable[str]) -> tuple[str, ...]:
+    """``tags`` without repeats: the condition tags first, in :data:`CONDITION_TAGS` order, then the
+    others sorted (the order of a store's tag vocabulary and of the result groups)."""
+    tags = set(tags)
+    return (*(t for t in CONDITION_TAGS if t in tags), *sorted(tags - set(CONDITION_TAGS)))
 
 
 @dataclass
@@ -54,7 +68,7 @@ class ProbeView:
         image: ``(3, H, W)`` float in [0, 1].
         label: ``(H, W)`` uint8 class index, ``IGNORE`` where unlabelled; None for a depth-only set.
         depth: ``(H, W)`` float32 metres, 0 where unknown; None for a segmentation-only set.
-        tags: condition tags (``CONDITION_TAGS`` members, possibly none).
+        tags: its tags (members of the set's ``tag_vocabulary``, possibly none).
         name: ``<sample token>/<CAMERA>`` or the file stem.
         reference: ``(3, H, W)`` clear image of the same view (paired clear render, or the image itself
             when it is clear), when asked for and available.
@@ -119,6 +133,8 @@ class NuScenesViews(Dataset):
     """
 
     classes = LIDARSEG_CLASSES
+    #: The tags a view may carry: the five condition tags, whether present or not.
+    tag_vocabulary = CONDITION_TAGS
 
     def __init__(self, data: DataConfig, seed: int = 0, drop_noise_depth: bool = True,
                  with_reference: bool = False) -> None:
@@ -186,8 +202,7 @@ class FolderViews(Dataset):
         missing = [p.stem for p in images if not (target_dir / f"{p.stem}.png").is_file()]
         if missing:
             raise ProbeError(f"{target_dir}: no target PNG for {len(missing)} images, e.g. {missing[0]}.png")
-        tags_file = base / "conditions.json"
-        self.tags: dict[str, list[str]] = json.loads(tags_file.read_text()) if tags_file.is_file() else {}
+        self.tags = read_tags(base / "conditions.json")
         self.images, self.target_dir, self.task = images, target_dir, task
         self.cfg, self.size = cfg, tuple(image_size)
         self.classes = tuple(cfg.class_names) or tuple(str(i) for i in range(cfg.num_classes))
@@ -204,11 +219,17 @@ class FolderViews(Dataset):
         """``(len(self),)`` int64: one view per image."""
         return np.ones(len(self.images), dtype=np.int64)
 
+    @property
+    def tag_vocabulary(self) -> tuple[str, ...]:
+        """The tags of the set's images (:func:`ordered_tags` order): what its store records and its
+        results are grouped by."""
+        return ordered_tags(tag for p in self.images for tag in self.tags.get(p.stem, ()))
+
     def __getitem__(self, index: int) -> list[ProbeView]:
         path = self.images[index]
         image, _ = load_image(path, self.size, np.eye(3), np.random.default_rng(0))
         target = load_target_png(self.target_dir / f"{path.stem}.png", self.size)
-        tags = tuple(t for t in CONDITION_TAGS if t in self.tags.get(path.stem, ()))
+        tags = ordered_tags(self.tags.get(path.stem, ()))
         if self.task == "seg":
             label = torch.from_numpy(target.astype(np.int64))
             label = torch.where(label == self.cfg.ignore_index, IGNORE, label)
@@ -218,6 +239,30 @@ class FolderViews(Dataset):
             return [ProbeView(image, label.to(torch.uint8), None, tags, path.stem)]
         depth = torch.from_numpy(target.astype(np.float32) / self.cfg.depth_scale)
         return [ProbeView(image, None, depth, tags, path.stem)]
+
+
+def read_tags(path: Path) -> dict[str, list[str]]:
+    """A folder set's ``conditions.json`` (image stem -> list of tags; ``{}`` when there is none).
+
+    Raises:
+        ProbeError: not JSON, not an object of string lists, an empty tag, ``all``, or more than
+            :data:`MAX_TAGS` distinct tags; one line naming the file.
+    """
+    if not path.is_file():
+        return {}
+    try:
+        tags = json.loads(path.read_text())
+    except ValueError as exc:
+        raise ProbeError(f"{path}: not JSON ({exc}); write {{\"<image stem>\": [\"<tag>\", ...]}}") from None
+    if not isinstance(tags, dict) or not all(isinstance(v, list) and all(isinstance(t, str) and t for t in v)
+                                             for v in tags.values()):
+        raise ProbeError(f"{path}: must map each image stem to a list of non-empty tag strings, "
+                         f'e.g. {{"im0": ["night", "tunnel"]}}')
+    vocabulary = {t for v in tags.values() for t in v}
+    if ALL in vocabulary or len(vocabulary) > MAX_TAGS:
+        raise ProbeError(f"{path}: {len(vocabulary)} distinct tags{', with ' + repr(ALL) if ALL in vocabulary else ''}; "
+                         f"at most {MAX_TAGS}, and {ALL!r} is the group of every view, not a tag")
+    return tags
 
 
 def load_target_png(path: Path, out_size: tuple[int, int]) -> np.ndarray:

@@ -10,10 +10,16 @@ Top-level keys (``schema`` = :data:`RESULT_SCHEMA`)::
     recipe        everything needed to reproduce the numbers (image_size, blocks, norm, iterations,
                   batch_size, lr, seeds, splits, images, ...)
     classes       seg: class names, in label order
-    results       {group: metrics} for group in clear, night, rain, fog, snow, all (val)
+    results       {group: metrics} on the evaluation views, for group in the evaluation store's tag
+                  vocabulary, then all: nuScenes format clear, night, rain, fog, snow, all; a folder set
+                  the tags of its conditions.json (the condition tags first, then the others sorted)
+    corruptions   {corruption: {group: metrics}}: the same head on the evaluation views under each
+                  unseen corruption of eval.corruptions (recipe: corruptions, corruption_severity;
+                  seeded by recipe seed and each view's number); absent when there is none
     train_results {"all": metrics} on the training views (did the head fit?)
     fidelity      {group: {"images", "patch_cosine", "cls_cosine"}} (when computed)
-    log           {"loss_first", "loss_last", "seconds_features", "seconds_train", "seconds_total"}
+    log           {"loss_first", "loss_last", "seconds_features", "seconds_corrupt_features", "seconds_train",
+                   "seconds_total"}
     showcase      file name of the showcase tensors (or absent)
     config        the resolved ProbeConfig
     git_sha, time_utc, command

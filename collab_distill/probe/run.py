@@ -1,6 +1,7 @@
 """One probe run from a :class:`ProbeConfig`: views -> probe store (frozen features + sparse targets,
-built once) -> head streamed from the store -> per-condition metrics (+ fidelity, showcase) ->
-``<output_dir>/<name>/<task>.json``. What the probe tools call."""
+built once) -> head streamed from the store -> per-condition metrics (+ the same head on the evaluation
+views under each unseen corruption, fidelity, showcase) -> ``<output_dir>/<name>/<task>.json``. What
+the probe tools call."""
 from __future__ import annotations
 
 import dataclasses
@@ -26,7 +27,7 @@ from collab_distill.probe.metrics import MIOU_CONVENTION
 from collab_distill.probe.results import write_result
 from collab_distill.probe.showcase import Showcase, select_showcase, to_uint8
 from collab_distill.probe.store import FEATURE_DTYPE, ProbeStore, dense_maps
-from collab_distill.probe.stores import probe_store
+from collab_distill.probe.stores import eval_corruptions, probe_store
 from collab_distill.probe.train import DepthTask, ProbeTask, SegTask, StoreViews, evaluate, train_head
 
 log = logging.getLogger(__name__)
@@ -106,9 +107,12 @@ def run_probe(cfg: ProbeConfig, progress: bool = True, command: list[str] | None
     train_views, eval_views = build_views(cfg, train=True), build_views(cfg, train=False)
     train_store = probe_store(cfg, weights, True, train_views, raw_encoder, progress, overwrite)
     eval_store = probe_store(cfg, weights, False, eval_views, raw_encoder, progress, overwrite)
+    t_features = time.perf_counter() - t_start
+    corrupt_stores = {c.name: probe_store(cfg, weights, False, eval_views, raw_encoder, progress, overwrite, c)
+                      for c in eval_corruptions(cfg)}
     if not state.is_main_process:
         return {}
-    t_features = time.perf_counter() - t_start
+    t_corrupt_features = time.perf_counter() - t_start - t_features
     target = "label" if cfg.task == "seg" else "depth"
     for store, split in ((train_store, "training"), (eval_store, "evaluation")):
         if target not in store.targets:
@@ -124,13 +128,17 @@ def run_probe(cfg: ProbeConfig, progress: bool = True, command: list[str] | None
     head, train_log = train_head(task, train_set, cfg.train, seed, workers, progress)
     results = evaluate(task, head, eval_set, num_workers=workers, progress=progress)
     train_results = {"all": evaluate(task, head, train_set, num_workers=workers, progress=False)["all"]}
+    corrupted = {name: evaluate(task, head, StoreViews(store, cfg.head.norm, cfg.head.cls_token), num_workers=workers,
+                                progress=False) for name, store in corrupt_stores.items()}
 
     result: dict[str, Any] = {
         "name": name, "task": cfg.task, "protocol": protocol_name(cfg),
         "encoder": describe_weights(weights, cfg.model.image),
         "teacher": describe_weights(cfg.model.image.weights, cfg.model.image) if cfg.model.image.weights else None,
-        "recipe": recipe(cfg, train_store, eval_store), "classes": list(classes),
+        "recipe": recipe(cfg, train_store, eval_store, corrupt_stores), "classes": list(classes),
         "results": results, "train_results": train_results}
+    if corrupted:
+        result["corruptions"] = corrupted
     if cfg.eval.fidelity or cfg.eval.showcase > 0:
         normed_cfg = dataclasses.replace(cfg.model.image, norm=True, blocks=[-1])
         normed = load_encoder(normed_cfg, weights, size, seed).to(device)
@@ -141,7 +149,8 @@ def run_probe(cfg: ProbeConfig, progress: bool = True, command: list[str] | None
         if cfg.eval.showcase > 0:
             showcase = build_showcase(cfg, task, head, eval_set, with_reference, normed, classes)
             result["showcase"] = showcase.save(out_dir / f"{cfg.task}_showcase.safetensors").name
-    result["log"] = {**train_log, "seconds_features": t_features, "seconds_total": time.perf_counter() - t_start}
+    result["log"] = {**train_log, "seconds_features": t_features, "seconds_corrupt_features": t_corrupt_features,
+                     "seconds_total": time.perf_counter() - t_start}
     result.update(config=config_to_dict(cfg), git_sha=git_revision(),
                   time_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), command=command or [])
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -150,8 +159,11 @@ def run_probe(cfg: ProbeConfig, progress: bool = True, command: list[str] | None
     return result
 
 
-def recipe(cfg: ProbeConfig, train_store: ProbeStore, eval_store: ProbeStore) -> dict[str, Any]:
-    """The probe recipe, flat: what someone needs to reproduce the numbers (and the stores it read)."""
+def recipe(cfg: ProbeConfig, train_store: ProbeStore, eval_store: ProbeStore,
+           corrupt_stores: dict[str, ProbeStore] | None = None) -> dict[str, Any]:
+    """The probe recipe, flat: what someone needs to reproduce the numbers (and the stores it read:
+    ``train``, ``eval`` and ``eval:<corruption>``)."""
+    stores = {"train": train_store, "eval": eval_store, **{f"eval:{n}": s for n, s in (corrupt_stores or {}).items()}}
     h, t = cfg.head, cfg.train
     out = {
         "protocol": protocol_name(cfg), "image_size": list(cfg.data.image_size),
@@ -164,12 +176,12 @@ def recipe(cfg: ProbeConfig, train_store: ProbeStore, eval_store: ProbeStore) ->
         "features": "float16 tokens before the final norm, in a probe store; the final LayerNorm (head.norm) "
                     "applied when the head reads them",
         "targets": "sparse: the pixels holding a LiDAR point or a label (flat y*W+x), read from the store",
-        "store": {split: {"path": str(store.path), "meta_sha256": store.meta_sha256}
-                  for split, store in (("train", train_store), ("eval", eval_store))},
+        "store": {split: {"path": str(store.path), "meta_sha256": store.meta_sha256} for split, store in stores.items()},
         "data": cfg.folder.root or cfg.data.info_dir, "train_split": cfg.data.split,
         "train_conditions": list(cfg.data.conditions), "cameras": list(cfg.data.cameras),
         "eval_split": cfg.eval.split, "eval_conditions": list(cfg.eval.conditions),
-        "train_images": len(train_store), "eval_images": len(eval_store), "max_samples": t.max_samples}
+        "train_images": len(train_store), "eval_images": len(eval_store), "max_samples": t.max_samples,
+        "corruptions": list(cfg.eval.corruptions), "corruption_severity": cfg.eval.corruption_severity}
     if cfg.task == "seg":
         out.update(loss="cross-entropy at labelled pixels of the bilinearly upsampled logits", miou=MIOU_CONVENTION)
     else:

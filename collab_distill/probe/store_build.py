@@ -6,7 +6,10 @@ The views (rows) are those of a view dataset (:class:`~collab_distill.probe.data
 item then camera order, loaded in DataLoader workers (``num_workers``). Under ``accelerate launch``
 each process writes its own shard: process ``p`` takes a contiguous run of the views (so each item is
 decoded by one process, two at a boundary) and writes them as rows ``p, p + P, ...``; ``view_rows.npy``
-maps a view to its row. Progress is recorded per shard after the data is flushed, so a killed build
+maps a view to its row. The tag vocabulary is the dataset's ``tag_vocabulary`` (the five condition tags
+of a nuScenes-format set, the tags present in a folder set). With a
+:class:`~collab_distill.data.corruptions.Corruption` the images are corrupted on the encoder's device
+before it reads them, each view seeded by its number (a store of the unseen-corruption rows). Progress is recorded per shard after the data is flushed, so a killed build
 started again resumes where it stopped and gives the same store. Only the main process marks the
 store complete.
 """
@@ -22,6 +25,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from collab_distill.data.conditions import CONDITION_TAGS
+from collab_distill.data.corruptions import Corruption
 from collab_distill.data.shards import META_FILE, ShardWriter, begin_or_resume, finish_build, partial_path, shard_size
 from collab_distill.probe.data import ProbeView
 from collab_distill.probe.encoder import final_norm, probe_features
@@ -87,15 +91,21 @@ class _SparseItems(Dataset):
     def __getitem__(self, i: int) -> list[dict[str, Any]]:
         out = []
         for j, view in enumerate(self.views[self.items[i]]):
-            if self.skip_to <= int(self.offsets[i]) + j < self.stop:
-                out.append(_sparse_view(view, self.vocabulary))
+            number = int(self.offsets[i]) + j
+            if self.skip_to <= number < self.stop:
+                out.append(_sparse_view(view, self.vocabulary, number))
         return out
 
 
-def _sparse_view(view: ProbeView, vocabulary: Sequence[str]) -> dict[str, Any]:
+def _sparse_view(view: ProbeView, vocabulary: Sequence[str], number: int) -> dict[str, Any]:
     pixel, label, depth = sparse_targets(view.label, view.depth)
-    return {"image": view.image, "pixel": pixel, "label": label, "depth": depth,
+    return {"image": view.image, "pixel": pixel, "label": label, "depth": depth, "view": number,
             "tags": tag_bits(view.tags, vocabulary), "name": np.frombuffer(view.name.encode(), np.uint8)}
+
+
+def tag_vocabulary(views: Dataset) -> tuple[str, ...]:
+    """The tags the views of ``views`` may carry: its ``tag_vocabulary``, else the condition tags."""
+    return tuple(getattr(views, "tag_vocabulary", CONDITION_TAGS))
 
 
 def _flatten(items: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
@@ -104,7 +114,8 @@ def _flatten(items: list[list[dict[str, Any]]]) -> list[dict[str, Any]]:
 
 def build_probe_store(encoder: torch.nn.Module, views: Dataset, items: Sequence[int], identity: Mapping[str, Any],
                       path: str | Path, targets: Sequence[str], feature_batch: int = 2, num_workers: int = 0,
-                      progress: bool = True, commit_seconds: float = 30.0, overwrite: bool = False) -> ProbeStore:
+                      progress: bool = True, commit_seconds: float = 30.0, overwrite: bool = False,
+                      corruption: Corruption | None = None) -> ProbeStore:
     """Build (or resume) the probe store of ``encoder`` over the views of ``items`` in the folder
     ``path``, in every process of an ``accelerate launch`` (or in this one); a complete store of the
     same ``identity`` already there is opened as it is (without ``overwrite``).
@@ -121,6 +132,7 @@ def build_probe_store(encoder: torch.nn.Module, views: Dataset, items: Sequence[
         commit_seconds: flush and record progress at least this often (and at the end).
         overwrite: build anew even where a store is (it is replaced once the new one is complete), and
             restart a build in progress of other settings.
+        corruption: corrupt every image before the encoder reads it (``identity`` should name it).
 
     Returns:
         the complete store (opened in every process).
@@ -149,8 +161,9 @@ def build_probe_store(encoder: torch.nn.Module, views: Dataset, items: Sequence[
     device = next(encoder.parameters()).device
     probe_image = torch.zeros(1, 3, *identity["encoder"]["image_size"], device=device)
     patch_shape = list(probe_features(encoder, probe_image, blocks)[0].shape[1:])
+    vocabulary = tag_vocabulary(views)
     meta = {"store_version": STORE_VERSION, "identity": dict(identity), "rows": total, "processes": state.num_processes,
-            "patch_shape": patch_shape, "dtype": FEATURE_DTYPE.name, "tags": list(CONDITION_TAGS),
+            "patch_shape": patch_shape, "dtype": FEATURE_DTYPE.name, "tags": list(vocabulary),
             "targets": list(targets), "norm_eps": float(norm.eps), "items": len(items)}
     folder = partial_path(path)
     arrays = {VIEW_ROWS_FILE: view_rows(total, state.num_processes),
@@ -166,14 +179,17 @@ def build_probe_store(encoder: torch.nn.Module, views: Dataset, items: Sequence[
     first = int(np.searchsorted(offsets, skip_to, side="right")) - 1
     last = int(np.searchsorted(offsets, stop, side="left"))
     chosen = items[first:last] if skip_to < stop else []
-    loader = DataLoader(_SparseItems(views, chosen, offsets[first:last], skip_to, stop, CONDITION_TAGS),
+    loader = DataLoader(_SparseItems(views, chosen, offsets[first:last], skip_to, stop, vocabulary),
                         batch_size=feature_batch, num_workers=num_workers, collate_fn=_flatten)
     bar = tqdm(total=writer.size, initial=writer.done, desc=f"probe store {path.name[:12]}", unit="view",
                disable=not (progress and state.is_main_process))
     for batch in loader:
         if not batch:
             continue
-        patch, cls = probe_features(encoder, torch.stack([v["image"] for v in batch]).to(device), blocks)
+        images = torch.stack([v["image"] for v in batch]).to(device)
+        if corruption is not None:
+            images = corruption(images, [v["view"] for v in batch])
+        patch, cls = probe_features(encoder, images, blocks)
         writer.write(patch=patch.to("cpu", torch.float16).numpy(), cls=cls.to("cpu", torch.float16).numpy(),
                      pixel=[v["pixel"] for v in batch], label=[v["label"] for v in batch],
                      depth=[v["depth"] for v in batch], tags=np.array([v["tags"] for v in batch], np.int64),

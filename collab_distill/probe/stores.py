@@ -5,7 +5,8 @@ A store is identified by what its rows hold (:func:`store_identity`): the encode
 ``random`` + seed, architecture, image size, blocks) and the views (info-store fingerprint or folder
 files, split, conditions, cameras, the ``max_samples`` selection, ground-truth settings). Not in it:
 the final norm, the CLS choice and the head, so the seg probe, the depth probe and every recipe on the
-same blocks share one store. It lives in ``<store.dir>/<sha256 of the identity>`` (``store.dir``
+same blocks share one store. The evaluation views under an unseen corruption (``eval.corruptions``) are
+a store of their own, whose views identity also names the corruption, its severity and seed. It lives in ``<store.dir>/<sha256 of the identity>`` (``store.dir``
 defaults to ``<experiment.output_dir>/stores``), or at ``store.train`` / ``store.eval`` when given,
 which must have that identity.
 """
@@ -19,6 +20,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch.utils.data import Dataset
 
+from collab_distill.data.corruptions import Corruption
 from collab_distill.data.feature_store import info_fingerprint
 from collab_distill.data.info_store import InfoStore, store_path
 from collab_distill.models.config import WEIGHTS_RANDOM
@@ -74,14 +76,23 @@ def _folder_fingerprint(base: Path, task: str) -> dict[str, Any]:
     return {"root": str(base.resolve()), "task": task, "files_sha256": digest.hexdigest()}
 
 
-def store_identity(cfg: ProbeConfig, weights: str, train: bool) -> dict[str, Any]:
-    """The identity of the store of ``cfg``'s training or evaluation views."""
-    return {"encoder": encoder_identity(cfg, weights), "views": views_identity(cfg, train)}
+def eval_corruptions(cfg: ProbeConfig) -> list[Corruption]:
+    """The unseen corruptions of ``cfg`` (``eval.corruptions`` at ``eval.corruption_severity``, seeded
+    by ``experiment.seed``), in config order."""
+    return [Corruption(name, cfg.eval.corruption_severity, cfg.experiment.seed) for name in cfg.eval.corruptions]
 
 
-def store_location(cfg: ProbeConfig, identity: dict[str, Any], train: bool) -> Path:
-    """``store.train`` / ``store.eval`` when set, else ``<store.dir>/<identity sha256>``."""
-    explicit = cfg.store.train if train else cfg.store.eval
+def store_identity(cfg: ProbeConfig, weights: str, train: bool, corruption: Corruption | None = None) -> dict[str, Any]:
+    """The identity of the store of ``cfg``'s training or evaluation views (under ``corruption``)."""
+    views = views_identity(cfg, train)
+    if corruption is not None:
+        views["corruption"] = corruption.identity()
+    return {"encoder": encoder_identity(cfg, weights), "views": views}
+
+
+def store_location(cfg: ProbeConfig, identity: dict[str, Any], train: bool, explicit_ok: bool = True) -> Path:
+    """``store.train`` / ``store.eval`` when set (and ``explicit_ok``), else ``<store.dir>/<identity sha256>``."""
+    explicit = (cfg.store.train if train else cfg.store.eval) if explicit_ok else ""
     if explicit:
         return Path(explicit)
     root = Path(cfg.store.dir) if cfg.store.dir else Path(cfg.experiment.output_dir) / "stores"
@@ -89,21 +100,24 @@ def store_location(cfg: ProbeConfig, identity: dict[str, Any], train: bool) -> P
 
 
 def probe_store(cfg: ProbeConfig, weights: str, train: bool, views: Dataset,
-                encoder: Callable[[], torch.nn.Module], progress: bool = True, overwrite: bool = False) -> ProbeStore:
-    """The store of ``cfg``'s training or evaluation ``views``: the one found at its location (its identity
-    checked), else built there with ``encoder()`` (called only then). With ``overwrite``, a store there
-    that cannot be read (damaged, incomplete, of another version) or is of another identity is built
-    anew (and replaced once the new one is complete).
+                encoder: Callable[[], torch.nn.Module], progress: bool = True, overwrite: bool = False,
+                corruption: Corruption | None = None) -> ProbeStore:
+    """The store of ``cfg``'s training or evaluation ``views`` (the evaluation views under ``corruption``:
+    always under ``store.dir``): the one found at its location (its identity checked), else built there
+    with ``encoder()`` (called only then). With ``overwrite``, a store there that cannot be read
+    (damaged, incomplete, of another version) or is of another identity is built anew (and replaced
+    once the new one is complete).
 
     Raises:
         ProbeStoreError: without ``overwrite``, a store of another identity at an explicit ``store.train``
             / ``store.eval``, or a store that cannot be read.
     """
-    identity = store_identity(cfg, weights, train)
-    path = store_location(cfg, identity, train)
+    identity = store_identity(cfg, weights, train, corruption)
+    path = store_location(cfg, identity, train, explicit_ok=corruption is None)
     store = ProbeStore.reuse(path, identity, overwrite)
     if store is not None:
         return store
     items = select_items(len(views), cfg.train.max_samples if train else 0, cfg.experiment.seed)
     return build_probe_store(encoder(), views, items, identity, path, getattr(views, "targets"),
-                             cfg.train.feature_batch, cfg.data.num_workers, progress, overwrite=overwrite)
+                             cfg.train.feature_batch, cfg.data.num_workers, progress, overwrite=overwrite,
+                             corruption=corruption)

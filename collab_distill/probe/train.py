@@ -3,13 +3,13 @@
 A :class:`StoreViews` dataset reads store rows in DataLoader workers (the head's input with the
 final norm applied at read time, and the view's sparse targets); :func:`train_head` draws the same
 seeded batches as a shuffled epoch loop (:class:`SeededBatches`) and :func:`evaluate` streams the
-views once, accumulating one meter per condition group. Nothing here holds a split in memory. A task
+views once, accumulating one meter per group of the store's tag vocabulary (:func:`evaluation_groups`). Nothing here holds a split in memory. A task
 (:class:`SegTask`, :class:`DepthTask`) knows its head, its loss and its metric on sparse targets.
 """
 from __future__ import annotations
 
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -24,14 +24,21 @@ from collab_distill.data.taxonomy import IGNORE
 from collab_distill.engine.optim import WarmupCosine
 from collab_distill.models import sample_features
 from collab_distill.probe.config import ProbeHeadConfig, ProbeTrainConfig
+from collab_distill.probe.data import ALL, ordered_tags
 from collab_distill.probe.heads import DepthHead, LinearHead, resize_bilinear, sig_loss, sparse_gradient_loss
 from collab_distill.probe.metrics import ConfusionMatrix, DepthMetrics
 from collab_distill.probe.results import finite_or_none
 from collab_distill.probe.store import ProbeStore
 
-ALL = "all"
-#: Result groups, in report order: each condition tag, then every view.
+#: Result groups of a nuScenes-format set, in report order: each condition tag, then every view.
 GROUPS = (*CONDITION_TAGS, ALL)
+
+
+def evaluation_groups(vocabulary: Sequence[str]) -> tuple[str, ...]:
+    """The result groups of a store with tag ``vocabulary``: its tags (:func:`~collab_distill.probe.data.
+    ordered_tags`: the condition tags first, in their order, then the others sorted), then ``all``;
+    :data:`GROUPS` for the five condition tags."""
+    return (*ordered_tags(vocabulary), ALL)
 
 
 def upsample_to(maps: Tensor, size: tuple[int, int]) -> Tensor:
@@ -260,13 +267,14 @@ def train_head(task: ProbeTask, views: StoreViews, cfg: ProbeTrainConfig, seed: 
 @torch.no_grad()
 def evaluate(task: ProbeTask, head: nn.Module, views: StoreViews, batch_size: int = 8, num_workers: int = 0,
              progress: bool = True) -> dict[str, dict[str, Any]]:
-    """Metrics of ``head`` on the store's views per group of :data:`GROUPS` (a view counts for each of
-    its tags and for ``all``), streaming the store once. Every group is present; ``images`` is 0 where
-    no view has the tag."""
+    """Metrics of ``head`` on the store's views per group of :func:`evaluation_groups` of its tag
+    vocabulary (a view counts for each of its tags and for ``all``), streaming the store once. Every
+    group is present; ``images`` is 0 where no view has the tag."""
     head.eval()
     vocabulary = views.store.tags_vocabulary
-    meters = {group: task.new_meter() for group in GROUPS}
-    images = dict.fromkeys(GROUPS, 0)
+    groups = evaluation_groups(vocabulary)
+    meters = {group: task.new_meter() for group in groups}
+    images = dict.fromkeys(groups, 0)
     loader = DataLoader(views, batch_size=batch_size, num_workers=num_workers, collate_fn=views.collate)
     for batch in tqdm(loader, desc="evaluate", unit="batch", disable=not progress):
         pred, target, image = task.predict_points(head, batch)
@@ -276,4 +284,4 @@ def evaluate(task: ProbeTask, head: nn.Module, views: StoreViews, batch_size: in
             for group in (*tags, ALL):
                 task.update(meters[group], pred[mine], target[mine])
                 images[group] += 1
-    return {group: {"images": images[group], **task.summary(meters[group])} for group in GROUPS}
+    return {group: {"images": images[group], **task.summary(meters[group])} for group in groups}

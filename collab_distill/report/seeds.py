@@ -2,6 +2,7 @@
 
 For each section, method, condition and metric: the values of every seed, their mean and their
 sample standard deviation (``ddof = 1``; 0 for one seed). A value missing in any seed is missing.
+The unseen-corruption rows (``corruptions``: per task, method and corruption) are summarised alike.
 """
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
+from collab_distill.probe.data import ALL
 from collab_distill.report.tables import MISSING, SECTION_BY_KEY, Metric, ReportError, markdown_table
 
 SEEDS_SCHEMA = "collab_distill.seeds/1"
@@ -30,19 +32,23 @@ def aggregate(reports: list[dict[str, Any]], labels: list[str]) -> dict[str, Any
     conditions = [c for c in first["conditions"] if all(c in r["conditions"] for r in reports)]
     sections: dict[str, Any] = {}
     for key, sec in first["sections"].items():
-        values: dict[str, Any] = {}
-        for method in sec["values"]:
-            values[method] = {}
-            for group in conditions:
-                cell = {}
-                for metric in SECTION_BY_KEY[key].metrics:
-                    seeds = [r["sections"][key]["values"].get(method, {}).get(group, {}).get(metric.key)
-                             for r in reports]
-                    cell[metric.key] = _stats(seeds)
-                values[method][group] = cell
+        values = {method: {group: _cell([r["sections"][key]["values"].get(method, {}).get(group, {}) for r in reports],
+                                        key) for group in conditions} for method in sec["values"]}
         sections[key] = {"title": sec["title"], "values": values}
+    corruptions: dict[str, Any] = {}
+    for key, rows in first.get("corruptions", {}).items():
+        per_seed = [r.get("corruptions", {}).get(key, {"names": [], "values": {}}) for r in reports]
+        names = [n for n in rows["names"] if all(n in seed["names"] for seed in per_seed)]
+        values = {method: {name: _cell([seed["values"].get(method, {}).get(name, {}) for seed in per_seed], key)
+                           for name in names} for method in rows["values"]}
+        corruptions[key] = {"names": names, "severity": rows["severity"], "values": values}
     return {"schema": SEEDS_SCHEMA, "seeds": labels, "methods": first["methods"], "conditions": conditions,
-            "sections": sections}
+            "sections": sections, "corruptions": corruptions}
+
+
+def _cell(seeds: list[dict[str, Any]], key: str) -> dict[str, Any]:
+    """``{metric: stats}`` of section ``key``'s metrics over one cell's metrics in every seed."""
+    return {metric.key: _stats([seed.get(metric.key) for seed in seeds]) for metric in SECTION_BY_KEY[key].metrics}
 
 
 def _stats(values: list[float | None]) -> dict[str, Any]:
@@ -71,7 +77,25 @@ def markdown(summary: dict[str, Any]) -> str:
                                   [[m, *(_format(v[g][metric.key], metric) for g in conditions)]
                                    for m, v in sec["values"].items()])
             out.append("")
+        out += _corruption_tables(summary, key)
     return "\n".join(out)
+
+
+def _corruption_tables(summary: dict[str, Any], key: str) -> list[str]:
+    """Per metric of section ``key``: methods x (``clean`` = the ``all`` column, each corruption), mean ± std."""
+    rows = summary.get("corruptions", {}).get(key)
+    if not rows or not rows["names"] or ALL not in summary["conditions"]:
+        return []
+    clean = summary["sections"][key]["values"]
+    out = [f"### Unseen corruptions (evaluation only, severity {rows['severity']}, all views)", ""]
+    for metric in SECTION_BY_KEY[key].metrics:
+        out += [metric.caption, ""]
+        out += markdown_table(["method", "clean", *rows["names"]],
+                              [[m, _format(clean[m][ALL][metric.key], metric),
+                                *(_format(v[n][metric.key], metric) for n in rows["names"])]
+                               for m, v in rows["values"].items() if m in clean])
+        out.append("")
+    return out
 
 
 def write_seed_summary(report_files: list[Path], out_stem: Path) -> dict[str, Path]:

@@ -1,7 +1,10 @@
 """Collect probe results of several runs into one report: JSON numbers and Markdown tables.
 
 The report JSON holds the raw values (fractions, metres, cosines) that the tables print after
-scaling by the metric's ``scale`` and rounding to its ``digits``; ``null`` prints as ``-``.
+scaling by the metric's ``scale`` and rounding to its ``digits``; ``null`` prints as ``-``. Its
+``conditions`` are the result groups with an image in some run (the condition tags first, then a folder
+set's other tags sorted, then ``all``); ``corruptions`` holds, per task, the unseen-corruption rows
+(``{"names", "severity", "values": {method: {corruption: metrics over all views}}}``).
 """
 from __future__ import annotations
 
@@ -9,9 +12,10 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from collab_distill.errors import UserError
+from collab_distill.probe.data import ALL
 from collab_distill.probe.lidar import RANDOM_INIT_NAME
 from collab_distill.probe.results import load_result
-from collab_distill.probe.train import GROUPS
+from collab_distill.probe.train import evaluation_groups
 
 REPORT_SCHEMA = "collab_distill.report/1"
 #: Known methods, in the order rows appear; others follow alphabetically.
@@ -109,8 +113,9 @@ def collect(paths: list[str], order: list[str] | None = None) -> dict[str, Any]:
             "recipe": r["recipe"], "showcase": r.get("showcase")}
         if r.get("classes"):
             classes[r["task"]] = r["classes"]
-    conditions = [g for g in GROUPS if any(res.get(g, {}).get("images", res.get(g, {}).get("samples", 0)) > 0
-                                           for sec in per_section.values() for res in sec.values())]
+    present = {g for sec in per_section.values() for res in sec.values() for g, m in res.items()
+               if m.get("images", m.get("samples", 0)) > 0}
+    conditions = [g for g in evaluation_groups(present - {ALL}) if g in present]
     sections = {}
     for section in SECTIONS:
         if section.key not in per_section:
@@ -120,7 +125,28 @@ def collect(paths: list[str], order: list[str] | None = None) -> dict[str, Any]:
         sections[section.key] = {"title": section.title, "metrics": [asdict(x) for x in section.metrics],
                                  "values": values}
     return {"schema": REPORT_SCHEMA, "methods": methods, "conditions": conditions, "sections": sections,
-            "classes": classes, "runs": runs}
+            "corruptions": corruption_rows(results, methods), "classes": classes, "runs": runs}
+
+
+def corruption_rows(results: list[dict[str, Any]], methods: list[str]) -> dict[str, dict[str, Any]]:
+    """Per task with unseen-corruption rows: ``names`` (in the order the runs list them), ``severity``
+    and ``values`` ``{method: {corruption: metrics over all views}}``.
+
+    Raises:
+        ReportError: two runs of one task at different corruption severities.
+    """
+    out: dict[str, dict[str, Any]] = {}
+    first: dict[str, str] = {}  # task -> the run that set its severity
+    for r in sorted((r for r in results if r.get("corruptions")), key=lambda r: methods.index(r["name"])):
+        severity = r["recipe"]["corruption_severity"]
+        task = out.setdefault(r["task"], {"names": [], "severity": severity, "values": {}})
+        first.setdefault(r["task"], r["path"])
+        if severity != task["severity"]:
+            raise ReportError(f"{r['path']}: corruption severity {severity}, {first[r['task']]} has "
+                              f"{task['severity']}; probe every run at one severity")
+        task["names"] += [n for n in r["corruptions"] if n not in task["names"]]
+        task["values"][r["name"]] = {n: groups.get(ALL, {}) for n, groups in r["corruptions"].items()}
+    return out
 
 
 def markdown_table(header: list[str], rows: list[list[str]]) -> list[str]:
@@ -141,6 +167,24 @@ def headline_table(report: dict[str, Any], key: str) -> list[str]:
     return [head.caption, "", *markdown_table(
         ["method", *conditions], [[m, *(_cell(v, g, head) for g in conditions)]
                                   for m, v in report["sections"][key]["values"].items()])]
+
+
+def corruption_tables(report: dict[str, Any], key: str) -> list[str]:
+    """Markdown lines of the unseen-corruption rows of task ``key`` (none without them): per metric a
+    table methods x (``clean``, the ``all`` column of the section, then each corruption)."""
+    rows = report.get("corruptions", {}).get(key)
+    if not rows:
+        return []
+    clean = report["sections"].get(key, {}).get("values", {})
+    out = [f"### {key}: unseen corruptions (evaluation only, severity {rows['severity']}, all views)", "",
+           "The same head on the evaluation views corrupted by each evaluation-only corruption "
+           "(collab_distill/data/corruptions.py: none is used in training); `clean`: the uncorrupted views."]
+    for metric in SECTION_BY_KEY[key].metrics:
+        out += ["", metric.caption, ""]
+        out += markdown_table(["method", "clean", *rows["names"]],
+                              [[m, _cell(clean.get(m, {}), ALL, metric),
+                                *(_cell(v, n, metric) for n in rows["names"])] for m, v in rows["values"].items()])
+    return out
 
 
 def headlines(report: dict[str, Any]) -> str:
@@ -166,6 +210,8 @@ def markdown(report: dict[str, Any], figures: dict[str, str] | None = None) -> s
             out += markdown_table(["method", *(x.label for x in section.metrics), "images"],
                                   [[m, *(_cell(v, group, x) for x in section.metrics),
                                     str(v.get(group, {}).get("images", 0))] for m, v in sec["values"].items()])
+        corrupted = corruption_tables(report, key)
+        out += ["", *corrupted] if corrupted else []
         if key == "seg" and report["classes"].get("seg"):
             out += ["", "### seg: per-class IoU (%), all", ""]
             names = report["classes"]["seg"]
