@@ -19,7 +19,7 @@ from collab_distill.config import DataConfig, load_config
 from collab_distill.data.taxonomy import IGNORE
 from collab_distill.models import ImageEncoder, ImageEncoderConfig, WeightsError
 from collab_distill.paths import ExistingOutputError
-from collab_distill.probe.config import FolderConfig, ProbeConfig, ProbeHeadConfig, ProbeTrainConfig
+from collab_distill.probe.config import FolderConfig, ProbeConfig, ProbeError, ProbeHeadConfig, ProbeTrainConfig
 from collab_distill.probe.data import (
     FolderViews,
     NuScenesViews,
@@ -33,6 +33,7 @@ from collab_distill.probe.fidelity import feature_fidelity
 from collab_distill.probe.metrics import ConfusionMatrix
 from collab_distill.probe.results import load_result
 from collab_distill.probe.run import probe_name, run_probe
+from collab_distill.probe.store import ProbeStore
 from collab_distill.probe.store_build import build_probe_store
 from collab_distill.probe.train import DepthTask, SegTask, StoreViews, evaluate, train_head
 from data_prep.synthetic.taxonomy import fine_to_coarse_lut
@@ -309,3 +310,98 @@ def test_the_nuscenes_probe_configs_are_the_dinov2_protocols_and_share_one_store
     for key in ("encoder", "model", "data", "store", "gt", "folder", "experiment"):
         assert getattr(seg, key) == getattr(depth, key), key
     assert seg.head.blocks == depth.head.blocks and seg.eval.split == depth.eval.split
+
+
+CORRUPT = ["pixelate", "speckle_noise"]
+
+
+def test_corruption_rows_for_every_encoder_in_the_result_and_the_report(synthetic_infos, tmp_path, monkeypatch):
+    from collab_distill.probe import stores
+    from collab_distill.report import build_report
+
+    built = []
+    real = stores.build_probe_store
+    monkeypatch.setattr(stores, "build_probe_store", lambda *args, **kwargs: built.append(
+        (args[4], kwargs["corruption"])) or real(*args, **kwargs))
+    torch.manual_seed(5)
+    student = tmp_path / "stage2" / "weights" / "student.safetensors"
+    student.parent.mkdir(parents=True)
+    save_file({k: v.contiguous() for k, v in ImageEncoder(PICO, (56, 112)).state_dict().items()}, str(student))
+    (student.parent.parent / "config.yaml").write_text(yaml.safe_dump({"data": {"image_size": [56, 112]}}))
+    corrupt = [f"eval.corruptions=[{','.join(CORRUPT)}]", "eval.corruption_severity=4", "eval.showcase=0"]
+    depth = ["task=depth", "head.norm=false", "head.cls_token=true", "head.upsample=4", "head.batch_norm=false",
+             "head.num_bins=64", "eval.fidelity=false"]
+    results = {}
+    for encoder in ("", str(student)):
+        for task, extra in (("seg", []), ("depth", depth)):
+            results[encoder, task] = run_probe(_tiny_cfg(synthetic_infos, tmp_path, f"encoder={encoder}", *corrupt,
+                                                         *extra), progress=False)
+    assert [c.name if c else None for _, c in built] == [None, None, *CORRUPT] * 2  # depth reads seg's stores
+    for (encoder, task), result in results.items():
+        assert list(result["corruptions"]) == CORRUPT and result["recipe"]["corruption_severity"] == 4
+        for name in CORRUPT:
+            rows = result["corruptions"][name]
+            assert list(rows) == list(result["results"]) and rows["all"]["images"] == result["results"]["all"]["images"]
+            metric = "miou" if task == "seg" else "rmse"
+            assert rows["all"][metric] is not None and rows["all"][metric] != result["results"]["all"][metric]
+            store = ProbeStore(result["recipe"]["store"][f"eval:{name}"]["path"])
+            assert store.meta["identity"]["views"]["corruption"] == {"name": name, "severity": 4, "seed": 0}
+    report = json.loads(build_report([tmp_path / "teacher", tmp_path / "stage2"], tmp_path / "report")["json"]
+                        .read_text())
+    for task, metric in (("seg", "miou"), ("depth", "rmse")):
+        rows = report["corruptions"][task]
+        assert rows["names"] == CORRUPT and rows["severity"] == 4 and list(rows["values"]) == ["teacher", "stage2"]
+        for encoder, name in (("", "teacher"), (str(student), "stage2")):
+            for corruption in CORRUPT:
+                assert rows["values"][name][corruption] == results[encoder, task]["corruptions"][corruption]["all"]
+    text = (tmp_path / "report" / "report.md").read_text()
+    section = text[text.index("### seg: unseen corruptions (evaluation only, severity 4, all views)"):]
+    assert "| method | clean | pixelate | speckle_noise |" in section
+    teacher = report["corruptions"]["seg"]["values"]["teacher"]
+    assert f"| teacher | {100 * results['', 'seg']['results']['all']['miou']:.1f} | " \
+           f"{100 * teacher['pixelate']['miou']:.1f} | {100 * teacher['speckle_noise']['miou']:.1f} |" in section
+
+
+def test_unknown_or_repeated_corruptions_are_refused_in_one_line(synthetic_infos, tmp_path):
+    for names, wrong in (("[fog]", "unknown 'fog'"), ("[pixelate,pixelate]", "a name twice")):
+        with pytest.raises(ProbeError, match=rf"eval.corruptions .*: {wrong}; names: speckle_noise, pixelate"):
+            run_probe(_tiny_cfg(synthetic_infos, tmp_path, f"eval.corruptions={names}"), progress=False)
+
+
+def test_a_folder_set_with_arbitrary_tags_gives_one_row_per_tag(tmp_path):
+    from collab_distill.report import build_report
+
+    rng = np.random.default_rng(0)
+    _write_folder_set(tmp_path, "train", 3, rng)
+    _write_folder_set(tmp_path, "val", 4, rng)
+    (tmp_path / "val" / "conditions.json").write_text(json.dumps(
+        {"im0": ["tunnel", "night"], "im1": ["glare"], "im2": ["tunnel"], "other": ["unused"]}))
+    folder = FolderConfig(root=str(tmp_path), num_classes=4)
+    views = FolderViews(folder, "val", "seg", (56, 112))
+    assert views.tag_vocabulary == ("night", "glare", "tunnel") and views[0][0].tags == ("night", "tunnel")
+    result = run_probe(load_config("configs/probe/seg_linear.yaml", [
+        f"folder.root={tmp_path}", "folder.num_classes=4", "data.image_size=[56,112]",
+        "model.image.name=vit_pico_patch14_cpu", "train.iterations=5", f"experiment.output_dir={tmp_path / 'out'}",
+        "eval.showcase=0", "eval.corruptions=[zoom_blur]"], schema=ProbeConfig), progress=False)
+    res = result["results"]
+    assert list(res) == ["night", "glare", "tunnel", "all"]  # condition tags first, then the others sorted
+    assert [res[g]["images"] for g in res] == [1, 1, 2, 4]
+    assert list(result["corruptions"]["zoom_blur"]) == list(res)
+    assert ProbeStore(result["recipe"]["store"]["eval"]["path"]).tags_vocabulary == ["night", "glare", "tunnel"]
+    assert ProbeStore(result["recipe"]["store"]["train"]["path"]).tags_vocabulary == ["night"]
+    made = build_report([tmp_path / "out"], tmp_path / "report")
+    assert json.loads(made["json"].read_text())["conditions"] == ["night", "glare", "tunnel", "all"]
+    text = made["markdown"].read_text()
+    assert "| method | night | glare | tunnel | all |" in text
+    assert all(f"### seg: {group}" in text for group in res)
+
+
+@pytest.mark.parametrize("content, wrong", [
+    ("{not json", "not JSON"), ('{"im0": "night"}', "list of non-empty tag strings"),
+    ('{"im0": [""]}', "list of non-empty tag strings"), ('{"im0": ["all"]}', "'all' is the group of every view")])
+def test_a_bad_conditions_file_is_one_line_naming_it(tmp_path, content, wrong):
+    _write_folder_set(tmp_path, "val", 1, np.random.default_rng(0))
+    (tmp_path / "val" / "conditions.json").write_text(content)
+    with pytest.raises(ProbeError, match=wrong) as info:
+        FolderViews(FolderConfig(root=str(tmp_path), num_classes=4), "val", "seg", (56, 112))
+    assert str(tmp_path / "val" / "conditions.json") in str(info.value) and "\n" not in str(info.value)

@@ -12,7 +12,12 @@ and the weather family of ImageNet-C (fog, frost, snow, spatter) is left out alt
     speckle_noise   noise        ``I + I * N(0, sigma^2)``                 (ImageNet-C's held-out noise)
     pixelate        digital      box down-sampling to a fraction of the size, nearest up-sampling
     zoom_blur       blur         the mean of the image zoomed about its centre by 1 .. a factor
-    saturate        digital      HSV saturation ``S * scale + shift`` at fixed hue and value
+
+Left out: ImageNet-C's ``saturate`` (the photometric jitter of ``methods/views.py`` scales saturation in
+training), ``gaussian_blur`` (a twin of the training ``defocus_blur``), ``elastic_transform`` and
+``glass_blur`` (they move pixels away from their sparse targets), and the weathers. Each of the three
+has a training degradation of its family (Gaussian/shot noise, motion/defocus blur, JPEG): unseen
+means another corruption model, not another family (as ImageNet-C's held-out corruptions).
 
 Images are float ``(B, 3, H, W)`` in ``[0, 1]``, corrupted batched on their device with the
 :class:`~collab_distill.data.degrade_image.Draws` of the training degradations (one generator per
@@ -42,7 +47,6 @@ SPECKLE_NOISE: Table = {"sigma": (0.15, 0.2, 0.35, 0.45, 0.6)}
 PIXELATE: Table = {"fraction": (0.6, 0.5, 0.4, 0.3, 0.25)}          # of each side kept before up-sampling
 ZOOM_BLUR: Table = {"max_zoom": (1.10, 1.15, 1.20, 1.24, 1.30),      # the largest zoom of the mean
                     "zoom_step": (0.01, 0.01, 0.02, 0.02, 0.03)}     # zooms 1, 1 + step, ..., <= max_zoom
-SATURATE: Table = {"scale": (0.3, 0.1, 2.0, 5.0, 20.0), "shift": (0.0, 0.0, 0.0, 0.1, 1.0)}
 
 
 def _param(table: Table, name: str, severity: int) -> float:
@@ -83,25 +87,10 @@ def zoom_blur(images: Tensor, severity: int, draws: Draws) -> Tensor:
     return total / (zooms + 1)
 
 
-def saturate(images: Tensor, severity: int, draws: Draws) -> Tensor:
-    """HSV saturation ``S' = clip(S * scale + shift, 0, 1)`` at fixed hue and value (ImageNet-C's
-    ``saturate``). With ``H`` and ``V`` fixed every channel is ``V - (V - c) S' / S``; a grey pixel
-    (``S = 0``, hue 0 as in skimage) becomes ``(V, V (1 - S'), V (1 - S'))``.
-    Deterministic; ``draws`` is unused and accepted for the uniform signature."""
-    value = images.amax(dim=1, keepdim=True)
-    chroma = value - images.amin(dim=1, keepdim=True)
-    sat = chroma / value.clamp_min(1e-12)
-    new_sat = (sat * _param(SATURATE, "scale", severity) + _param(SATURATE, "shift", severity)).clamp(0, 1)
-    coloured = value - (value - images) * new_sat / sat.clamp_min(1e-12)
-    red = torch.tensor([0.0, 1.0, 1.0], device=images.device).view(1, 3, 1, 1)
-    return torch.where(chroma > 0, coloured, value * (1 - new_sat * red))
-
-
 EVAL_CORRUPTIONS: dict[str, ImageDegradation] = {
     "speckle_noise": ImageDegradation(speckle_noise, SPECKLE_NOISE, "torch"),
     "pixelate": ImageDegradation(pixelate, PIXELATE, "torch (area down-sampling, nearest up-sampling)"),
     "zoom_blur": ImageDegradation(zoom_blur, ZOOM_BLUR, "torch (affine_grid + grid_sample per zoom)"),
-    "saturate": ImageDegradation(saturate, SATURATE, "torch (HSV saturation at fixed hue and value)"),
 }
 
 
