@@ -2,8 +2,8 @@
 
 synthetic world -> prepare -> clear-weather teacher -> its teacher-feature store (stage 1's teacher
 maps, built once; ``tools/cache_teacher.py``) -> per seed: stage 1 (from the store) -> stage 2 -> baselines
-(the registry's ``baseline`` methods) -> 2D probes (seg, depth) per condition for the frozen teacher
-and every student -> 3D probe of stage 1 and of a random encoder -> report; with several seeds, a
+(the registry's ``baseline`` methods) -> 2D probes (seg, depth) per condition and under the preset's
+unseen corruptions (``probe: eval: corruptions``) for the frozen teacher and every student -> 3D probe of stage 1 and of a random encoder -> report; with several seeds, a
 mean +- std table over them.
 
 The size is a preset, ``configs/demo/default.yaml`` or ``configs/demo/quick.yaml`` (schema ``demo``,
@@ -231,7 +231,8 @@ def seed_steps(demo: _Demo, seed: int) -> list[Step]:
 def _probe(demo: _Demo, config: str, seed: int, name: str) -> None:
     """The 2D probe ``config`` of encoder ``name`` (the frozen teacher or a trained student). Its features
     come from the probe store of the encoder under ``<out>/probe_stores``: built by the first probe of
-    that encoder (seg), read by the next (depth), and the teacher's by every seed."""
+    that encoder (seg), read by the next (depth), and the teacher's by every seed; so do the stores of
+    the evaluation views under each unseen corruption (seeded by the seed: one per encoder and seed)."""
     from collab_distill.probe.run import run_probe
 
     out = seed_dir(demo.opts, seed)

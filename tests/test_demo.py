@@ -18,6 +18,7 @@ from collab_distill.pipeline import BASELINES, QUICK_PRESET, DemoOptions, DemoPr
 from data_prep.world import SyntheticWorldBuilder
 
 REPO = Path(__file__).resolve().parents[1]
+UNSEEN = 'eval.corruptions=["speckle_noise", "pixelate", "zoom_blur"]'  # the 2D probes' unseen corruptions
 
 
 def test_presets_keep_the_demo_sizes() -> None:
@@ -28,11 +29,12 @@ def test_presets_keep_the_demo_sizes() -> None:
              for name, preset in (("default", default), ("quick", quick))}
     assert sizes == {
         "default": {"teacher": ["train.epochs=12"], "stage1": ["train.epochs=8", 'data.cameras=["all"]'],
-                    "stage2": ["train.epochs=6"], "baseline": ["train.epochs=6"],
-                    "probe": ["train.iterations=300"], "lidar_probe": ["train.epochs=20"]},
+                    "stage2": ["train.max_steps=90"], "baseline": ["train.max_steps=90"],
+                    "probe": ["train.iterations=300", UNSEEN, "eval.corruption_severity=3"],
+                    "lidar_probe": ["train.epochs=20"]},
         "quick": {"teacher": ["train.epochs=4"], "stage1": ["train.epochs=2", "train.batch_size=2"],
-                  "stage2": ["train.epochs=1"], "baseline": ["train.epochs=1"],
-                  "probe": ["train.iterations=60", 'data.cameras=["CAM_FRONT"]'],
+                  "stage2": ["train.max_steps=3"], "baseline": ["train.max_steps=3"],
+                  "probe": ["train.iterations=60", 'data.cameras=["CAM_FRONT"]', UNSEEN, "eval.corruption_severity=3"],
                   "lidar_probe": ["train.epochs=10", 'data.cameras=["CAM_FRONT"]']}}
     assert isinstance(load_config("configs/demo/quick.yaml"), DemoPreset)      # the file names its schema
 
@@ -113,6 +115,9 @@ def test_quick_demo_runs_every_step_and_resumes(tmp_path):
         assert report["sections"][key]["values"], key
     seg = report["sections"]["seg"]["values"]
     assert all(0.0 <= seg[m]["all"]["miou"] <= 1.0 for m in seg)
+    for key in ("seg", "depth"):  # the unseen-corruption rows of every 2D-probed encoder
+        rows = report["corruptions"][key]
+        assert rows["names"] == ["speckle_noise", "pixelate", "zoom_blur"] and list(rows["values"]) == list(seg)
     lidar = report["sections"]["lidar_seg"]["values"]
     assert set(lidar) == {"stage1", "random_init"}
     timings = [json.loads(line) for line in (out / "timings.jsonl").read_text().splitlines()]
