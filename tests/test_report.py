@@ -245,3 +245,59 @@ def test_an_existing_report_is_replaced_only_when_asked(built):
         build_report([out.parent], out)
     assert made["markdown"].read_bytes() == before
     assert build_report([out.parent], out, overwrite=True)["markdown"] == made["markdown"]
+
+
+def _add_corruptions(root: Path, seed: int, severity: int = 3) -> None:
+    """Give every result of ``root`` two unseen-corruption rows (numbers drawn from ``seed``)."""
+    rng = np.random.default_rng(100 + seed)
+    for path in sorted(root.glob("*/*.json")):
+        result = json.loads(path.read_text())
+        result["recipe"].update(corruptions=["pixelate", "zoom_blur"], corruption_severity=severity)
+        result["corruptions"] = {n: {g: _metrics(result["task"], rng, g) for g in GROUPS} for n in ("pixelate",
+                                                                                                     "zoom_blur")}
+        write_result(result, path)
+
+
+def test_corruption_rows_in_the_report_and_the_seed_summary(tmp_path):
+    from collab_distill.report.seeds import write_seed_summary
+
+    reports = []
+    for seed in range(2):
+        runs = tmp_path / f"seed{seed}"
+        _write_runs(runs)
+        _add_corruptions(runs, seed)
+        made = build_report([runs], runs / "report")
+        reports.append(made["json"])
+    report = json.loads(reports[0].read_text())
+    rows = report["corruptions"]["depth"]
+    assert rows["names"] == ["pixelate", "zoom_blur"] and rows["severity"] == 3
+    assert list(rows["values"]) == report["methods"] == ["teacher", "asymmetric", "stage2"]
+    source = json.loads((tmp_path / "seed0" / "stage2" / "depth.json").read_text())
+    assert rows["values"]["stage2"]["zoom_blur"] == source["corruptions"]["zoom_blur"]["all"]
+    tables = _markdown_tables((tmp_path / "seed0" / "report" / "report.md").read_text())
+    rmse = tables["depth: unseen corruptions (evaluation only, severity 3, all views)"]
+    assert rmse[0] == ["method", "clean", "pixelate", "zoom_blur"] and len(rmse) == 5 * (1 + 3)  # a table per metric
+    assert rmse[3] == ["stage2", f"{source['results']['all']['rmse']:.2f}",
+                       f"{source['corruptions']['pixelate']['all']['rmse']:.2f}",
+                       f"{source['corruptions']['zoom_blur']['all']['rmse']:.2f}"]
+    assert "corruptions" not in json.dumps(report["sections"])  # the condition tables are untouched
+    summary = json.loads(write_seed_summary(reports, tmp_path / "seeds")["json"].read_text())
+    cell = summary["corruptions"]["seg"]["values"]["teacher"]["pixelate"]["miou"]
+    per_seed = [json.loads(p.read_text())["corruptions"]["seg"]["values"]["teacher"]["pixelate"]["miou"]
+                for p in reports]
+    assert cell["values"] == per_seed and cell["mean"] == pytest.approx(np.mean(per_seed))
+    assert cell["std"] == pytest.approx(np.std(per_seed, ddof=1))
+    text = (tmp_path / "seeds.md").read_text()
+    assert "| method | clean | pixelate | zoom_blur |" in text
+    assert f"{100 * cell['mean']:.1f} ± {100 * cell['std']:.1f}" in text
+
+
+def test_runs_at_two_corruption_severities_are_refused_naming_both(tmp_path):
+    _write_runs(tmp_path)
+    _add_corruptions(tmp_path, 0)
+    path = tmp_path / "stage2" / "seg.json"
+    result = json.loads(path.read_text())
+    result["recipe"]["corruption_severity"] = 5
+    write_result(result, path)
+    with pytest.raises(ReportError, match=r"stage2/seg.json: corruption severity 5, .*teacher/seg.json has 3"):
+        collect([str(p) for p in find_results([tmp_path])])
