@@ -145,5 +145,6 @@ def check_probe_config(cfg: ProbeConfig, patch_size: int = 14) -> None:
         raise ProbeError("folder.num_classes must be set for a segmentation folder set")
     unknown = [name for name in cfg.eval.corruptions if name not in available_eval_corruptions()]
     if unknown or len(set(cfg.eval.corruptions)) < len(cfg.eval.corruptions):
-        raise ProbeError(f"eval.corruptions {cfg.eval.corruptions}: {'unknown ' + repr(unknown[0]) if unknown else 'a name twice'}"
-                         f"; names: {', '.join(available_eval_corruptions())} (each at most once)")
+        wrong = f"unknown {unknown[0]!r}" if unknown else "a name twice"
+        raise ProbeError(f"eval.corruptions {cfg.eval.corruptions}: {wrong}; names: "
+                         f"{', '.join(available_eval_corruptions())} (each at most once)")

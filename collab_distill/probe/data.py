@@ -260,8 +260,8 @@ def read_tags(path: Path) -> dict[str, list[str]]:
                          f'e.g. {{"im0": ["night", "tunnel"]}}')
     vocabulary = {t for v in tags.values() for t in v}
     if ALL in vocabulary or len(vocabulary) > MAX_TAGS:
-        raise ProbeError(f"{path}: {len(vocabulary)} distinct tags{', with ' + repr(ALL) if ALL in vocabulary else ''}; "
-                         f"at most {MAX_TAGS}, and {ALL!r} is the group of every view, not a tag")
+        raise ProbeError(f"{path}: {len(vocabulary)} distinct tags{' with ' + repr(ALL) if ALL in vocabulary else ''}"
+                         f"; at most {MAX_TAGS}, and {ALL!r} is the group of every view, not a tag")
     return tags
 
 

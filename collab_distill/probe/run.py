@@ -176,7 +176,8 @@ def recipe(cfg: ProbeConfig, train_store: ProbeStore, eval_store: ProbeStore,
         "features": "float16 tokens before the final norm, in a probe store; the final LayerNorm (head.norm) "
                     "applied when the head reads them",
         "targets": "sparse: the pixels holding a LiDAR point or a label (flat y*W+x), read from the store",
-        "store": {split: {"path": str(store.path), "meta_sha256": store.meta_sha256} for split, store in stores.items()},
+        "store": {split: {"path": str(store.path), "meta_sha256": store.meta_sha256}
+                  for split, store in stores.items()},
         "data": cfg.folder.root or cfg.data.info_dir, "train_split": cfg.data.split,
         "train_conditions": list(cfg.data.conditions), "cameras": list(cfg.data.cameras),
         "eval_split": cfg.eval.split, "eval_conditions": list(cfg.eval.conditions),

@@ -9,7 +9,8 @@ decoded by one process, two at a boundary) and writes them as rows ``p, p + P, .
 maps a view to its row. The tag vocabulary is the dataset's ``tag_vocabulary`` (the five condition tags
 of a nuScenes-format set, the tags present in a folder set). With a
 :class:`~collab_distill.data.corruptions.Corruption` the images are corrupted on the encoder's device
-before it reads them, each view seeded by its number (a store of the unseen-corruption rows). Progress is recorded per shard after the data is flushed, so a killed build
+before it reads them, each view seeded by its number (a store of the unseen-corruption rows).
+Progress is recorded per shard after the data is flushed, so a killed build
 started again resumes where it stopped and gives the same store. Only the main process marks the
 store complete.
 """

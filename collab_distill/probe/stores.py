@@ -6,7 +6,8 @@ A store is identified by what its rows hold (:func:`store_identity`): the encode
 files, split, conditions, cameras, the ``max_samples`` selection, ground-truth settings). Not in it:
 the final norm, the CLS choice and the head, so the seg probe, the depth probe and every recipe on the
 same blocks share one store. The evaluation views under an unseen corruption (``eval.corruptions``) are
-a store of their own, whose views identity also names the corruption, its severity and seed. It lives in ``<store.dir>/<sha256 of the identity>`` (``store.dir``
+a store of their own, whose views identity also names the corruption, its severity and seed.
+It lives in ``<store.dir>/<sha256 of the identity>`` (``store.dir``
 defaults to ``<experiment.output_dir>/stores``), or at ``store.train`` / ``store.eval`` when given,
 which must have that identity.
 """

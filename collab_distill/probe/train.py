@@ -3,7 +3,8 @@
 A :class:`StoreViews` dataset reads store rows in DataLoader workers (the head's input with the
 final norm applied at read time, and the view's sparse targets); :func:`train_head` draws the same
 seeded batches as a shuffled epoch loop (:class:`SeededBatches`) and :func:`evaluate` streams the
-views once, accumulating one meter per group of the store's tag vocabulary (:func:`evaluation_groups`). Nothing here holds a split in memory. A task
+views once, accumulating one meter per group of the store's tag vocabulary (:func:`evaluation_groups`).
+Nothing here holds a split in memory. A task
 (:class:`SegTask`, :class:`DepthTask`) knows its head, its loss and its metric on sparse targets.
 """
 from __future__ import annotations
