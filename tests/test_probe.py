@@ -338,10 +338,12 @@ def test_corruption_rows_for_every_encoder_in_the_result_and_the_report(syntheti
                                                          *extra), progress=False)
     assert [c.name if c else None for _, c in built] == [None, None, *CORRUPT] * 2  # depth reads seg's stores
     for (encoder, task), result in results.items():
-        assert list(result["corruptions"]) == CORRUPT and result["recipe"]["corruption_severity"] == 4
+        assert list(result["corruptions"]) == ["clean", *CORRUPT] and result["recipe"]["corruption_severity"] == 4
+        assert result["corruptions"]["clean"] == result["results"]  # every eval view: the clean reference = results
         for name in CORRUPT:
             rows = result["corruptions"][name]
-            assert list(rows) == list(result["results"]) and rows["all"]["images"] == result["results"]["all"]["images"]
+            assert list(rows) == list(result["results"])
+            assert all(rows[g]["images"] == result["results"][g]["images"] for g in rows)
             metric = "miou" if task == "seg" else "rmse"
             assert rows["all"][metric] is not None and rows["all"][metric] != result["results"]["all"][metric]
             store = ProbeStore(result["recipe"]["store"][f"eval:{name}"]["path"])
@@ -382,11 +384,14 @@ def test_a_folder_set_with_arbitrary_tags_gives_one_row_per_tag(tmp_path):
     result = run_probe(load_config("configs/probe/seg_linear.yaml", [
         f"folder.root={tmp_path}", "folder.num_classes=4", "data.image_size=[56,112]",
         "model.image.name=vit_pico_patch14_cpu", "train.iterations=5", f"experiment.output_dir={tmp_path / 'out'}",
-        "eval.showcase=0", "eval.corruptions=[zoom_blur]"], schema=ProbeConfig), progress=False)
+        "eval.showcase=0", "eval.corruptions=[zoom_blur]", "eval.corruption_max_samples=2"], schema=ProbeConfig),
+        progress=False)
     res = result["results"]
     assert list(res) == ["night", "glare", "tunnel", "all"]  # condition tags first, then the others sorted
     assert [res[g]["images"] for g in res] == [1, 1, 2, 4]
-    assert list(result["corruptions"]["zoom_blur"]) == list(res)
+    clean, zoom = result["corruptions"]["clean"], result["corruptions"]["zoom_blur"]
+    assert list(zoom) == list(res) and result["recipe"]["corruption_images"] == 2  # a seeded subset of 2 images
+    assert [zoom[g]["images"] for g in res] == [clean[g]["images"] for g in res] and clean["all"]["images"] == 2
     assert ProbeStore(result["recipe"]["store"]["eval"]["path"]).tags_vocabulary == ["night", "glare", "tunnel"]
     assert ProbeStore(result["recipe"]["store"]["train"]["path"]).tags_vocabulary == ["night"]
     made = build_report([tmp_path / "out"], tmp_path / "report")

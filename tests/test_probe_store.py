@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from collab_distill.config import DataConfig, load_config
+from collab_distill.data.corruptions import Corruption
 from collab_distill.data.taxonomy import IGNORE
 from collab_distill.engine.optim import WarmupCosine
 from collab_distill.models import ImageEncoderConfig
@@ -112,6 +113,26 @@ def test_a_killed_build_resumes_and_gives_the_same_store(tmp_path):
     store = _build(resumed, tmp_path / "resumed", feature_batch=1)
     assert resumed.loaded == [3, 4]                        # what was committed is not computed again
     assert _files(store.path) == _files(whole.path)
+
+
+def test_a_corrupted_store_is_the_same_for_a_seed_whatever_the_batching(tmp_path):
+    views = _views(3)
+    clean = _build(views, tmp_path / "clean", feature_batch=3)
+    speckle = Corruption("speckle_noise", 3, seed=0)
+    one = _build(views, tmp_path / "one", feature_batch=1, corruption=speckle)
+    three = _build(views, tmp_path / "three", feature_batch=3, corruption=speckle)
+    torch.testing.assert_close(torch.from_numpy(three.fetch("patch", range(6))),
+                               torch.from_numpy(one.fetch("patch", range(6))), atol=2e-3, rtol=1e-3)
+    other = _build(views, tmp_path / "other", feature_batch=3, corruption=Corruption("speckle_noise", 3, seed=1))
+    patches = {name: torch.from_numpy(s.fetch("patch", range(6))).float() for name, s in
+               (("clean", clean), ("three", three), ("other", other))}
+    assert (patches["three"] - patches["clean"]).abs().mean() > 0.01  # the corruption reached the encoder
+    assert (patches["three"] - patches["other"]).abs().mean() > 0.01  # another seed, other noise
+    assert [three.name(i) for i in range(6)] == [clean.name(i) for i in range(6)]
+    for i in range(6):                                                 # targets and tags are the clean views'
+        assert three.tags(i) == clean.tags(i)
+        for a, b in zip(three.targets_of(i), clean.targets_of(i)):
+            assert torch.equal(a, b)
 
 
 def test_a_store_of_another_identity_is_refused_in_one_line(tmp_path):

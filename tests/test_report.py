@@ -253,8 +253,8 @@ def _add_corruptions(root: Path, seed: int, severity: int = 3) -> None:
     for path in sorted(root.glob("*/*.json")):
         result = json.loads(path.read_text())
         result["recipe"].update(corruptions=["pixelate", "zoom_blur"], corruption_severity=severity)
-        result["corruptions"] = {n: {g: _metrics(result["task"], rng, g) for g in GROUPS} for n in ("pixelate",
-                                                                                                     "zoom_blur")}
+        result["corruptions"] = {n: {g: _metrics(result["task"], rng, g) for g in GROUPS}
+                                 for n in ("clean", "pixelate", "zoom_blur")}
         write_result(result, path)
 
 
@@ -277,7 +277,7 @@ def test_corruption_rows_in_the_report_and_the_seed_summary(tmp_path):
     tables = _markdown_tables((tmp_path / "seed0" / "report" / "report.md").read_text())
     rmse = tables["depth: unseen corruptions (evaluation only, severity 3, all views)"]
     assert rmse[0] == ["method", "clean", "pixelate", "zoom_blur"] and len(rmse) == 5 * (1 + 3)  # a table per metric
-    assert rmse[3] == ["stage2", f"{source['results']['all']['rmse']:.2f}",
+    assert rmse[3] == ["stage2", f"{source['corruptions']['clean']['all']['rmse']:.2f}",
                        f"{source['corruptions']['pixelate']['all']['rmse']:.2f}",
                        f"{source['corruptions']['zoom_blur']['all']['rmse']:.2f}"]
     assert "corruptions" not in json.dumps(report["sections"])  # the condition tables are untouched

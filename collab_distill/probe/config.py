@@ -65,6 +65,7 @@ class ProbeEvalConfig:
     showcase: NonNegativeInt = 2     # views per condition set saved for the report's figures (0: none)
     corruptions: list[str] = field(default_factory=list)  # evaluation-only corruptions (data/corruptions.py):
     corruption_severity: Severity = DEFAULT_SEVERITY      # the same head on the corrupted eval views, a row each
+    corruption_max_samples: NonNegativeInt = 0  # >0: a seeded subset of the eval samples for those rows (and clean)
 
 
 @dataclass

@@ -14,8 +14,9 @@ Top-level keys (``schema`` = :data:`RESULT_SCHEMA`)::
                   vocabulary, then all: nuScenes format clear, night, rain, fog, snow, all; a folder set
                   the tags of its conditions.json (the condition tags first, then the others sorted)
     corruptions   {corruption: {group: metrics}}: the same head on the evaluation views under each
-                  unseen corruption of eval.corruptions (recipe: corruptions, corruption_severity;
-                  seeded by recipe seed and each view's number); absent when there is none
+                  unseen corruption of eval.corruptions (recipe: corruptions, corruption_severity,
+                  corruption_max_samples, corruption_images; seeded by recipe seed and each view's
+                  number), and "clean": on the same views uncorrupted; absent when there is none
     train_results {"all": metrics} on the training views (did the head fit?)
     fidelity      {group: {"images", "patch_cosine", "cls_cosine"}} (when computed)
     log           {"loss_first", "loss_last", "seconds_features", "seconds_corrupt_features", "seconds_train",
@@ -38,6 +39,7 @@ from typing import Any
 from collab_distill.errors import UserError
 
 RESULT_SCHEMA = "collab_distill.probe/1"
+CLEAN = "clean"  # in a result's corruptions: the corrupted views' samples, uncorrupted (the reference)
 TASKS = ("seg", "depth", "lidar_seg")  # lidar_seg: the 3D probe (collab_distill/probe/lidar.py)
 
 

@@ -24,10 +24,10 @@ from collab_distill.probe.data import FolderViews, NuScenesViews, ProbeView, col
 from collab_distill.probe.encoder import describe_weights, load_encoder
 from collab_distill.probe.fidelity import feature_fidelity
 from collab_distill.probe.metrics import MIOU_CONVENTION
-from collab_distill.probe.results import write_result
+from collab_distill.probe.results import CLEAN, write_result
 from collab_distill.probe.showcase import Showcase, select_showcase, to_uint8
 from collab_distill.probe.store import FEATURE_DTYPE, ProbeStore, dense_maps
-from collab_distill.probe.stores import eval_corruptions, probe_store
+from collab_distill.probe.stores import corruption_views, eval_corruptions, probe_store
 from collab_distill.probe.train import DepthTask, ProbeTask, SegTask, StoreViews, evaluate, train_head
 
 log = logging.getLogger(__name__)
@@ -128,8 +128,12 @@ def run_probe(cfg: ProbeConfig, progress: bool = True, command: list[str] | None
     head, train_log = train_head(task, train_set, cfg.train, seed, workers, progress)
     results = evaluate(task, head, eval_set, num_workers=workers, progress=progress)
     train_results = {"all": evaluate(task, head, train_set, num_workers=workers, progress=False)["all"]}
-    corrupted = {name: evaluate(task, head, StoreViews(store, cfg.head.norm, cfg.head.cls_token), num_workers=workers,
-                                progress=False) for name, store in corrupt_stores.items()}
+    corrupted = {}
+    if corrupt_stores:
+        reference = StoreViews(eval_store, cfg.head.norm, cfg.head.cls_token, corruption_views(cfg, eval_views))
+        for corruption, store in ((CLEAN, None), *corrupt_stores.items()):
+            views = reference if store is None else StoreViews(store, cfg.head.norm, cfg.head.cls_token)
+            corrupted[corruption] = evaluate(task, head, views, num_workers=workers, progress=False)
 
     result: dict[str, Any] = {
         "name": name, "task": cfg.task, "protocol": protocol_name(cfg),
@@ -182,7 +186,9 @@ def recipe(cfg: ProbeConfig, train_store: ProbeStore, eval_store: ProbeStore,
         "train_conditions": list(cfg.data.conditions), "cameras": list(cfg.data.cameras),
         "eval_split": cfg.eval.split, "eval_conditions": list(cfg.eval.conditions),
         "train_images": len(train_store), "eval_images": len(eval_store), "max_samples": t.max_samples,
-        "corruptions": list(cfg.eval.corruptions), "corruption_severity": cfg.eval.corruption_severity}
+        "corruptions": list(cfg.eval.corruptions), "corruption_severity": cfg.eval.corruption_severity,
+        "corruption_max_samples": cfg.eval.corruption_max_samples,
+        "corruption_images": len(next(iter(corrupt_stores.values()))) if corrupt_stores else 0}
     if cfg.task == "seg":
         out.update(loss="cross-entropy at labelled pixels of the bilinearly upsampled logits", miou=MIOU_CONVENTION)
     else:

@@ -18,6 +18,7 @@ import hashlib
 from pathlib import Path
 from typing import Any, Callable, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import Dataset
 
@@ -28,7 +29,7 @@ from collab_distill.models.config import WEIGHTS_RANDOM
 from collab_distill.probe.config import ProbeConfig
 from collab_distill.probe.encoder import describe_weights
 from collab_distill.probe.store import ProbeStore, identity_hash
-from collab_distill.probe.store_build import build_probe_store
+from collab_distill.probe.store_build import build_probe_store, view_counts
 
 
 def select_items(count: int, max_samples: int, seed: int) -> Sequence[int]:
@@ -36,6 +37,14 @@ def select_items(count: int, max_samples: int, seed: int) -> Sequence[int]:
     if max_samples <= 0 or max_samples >= count:
         return range(count)
     return sorted(torch.randperm(count, generator=torch.Generator().manual_seed(seed))[:max_samples].tolist())
+
+
+def corruption_views(cfg: ProbeConfig, views: Dataset) -> list[int]:
+    """The evaluation store's view numbers of the samples the corruption rows use
+    (``eval.corruption_max_samples``): the views of the corrupted stores, in the same order."""
+    items = select_items(len(views), cfg.eval.corruption_max_samples, cfg.experiment.seed)
+    offsets = np.concatenate([[0], np.cumsum(view_counts(views, range(len(views))))])
+    return [v for i in items for v in range(int(offsets[i]), int(offsets[i + 1]))]
 
 
 def encoder_identity(cfg: ProbeConfig, weights: str) -> dict[str, Any]:
@@ -49,10 +58,18 @@ def encoder_identity(cfg: ProbeConfig, weights: str) -> dict[str, Any]:
             "blocks": list(cfg.head.blocks)}
 
 
-def views_identity(cfg: ProbeConfig, train: bool) -> dict[str, Any]:
-    """What identifies the training (``train``) or evaluation views of ``cfg``."""
+def sample_limit(cfg: ProbeConfig, train: bool, corrupted: bool = False) -> int:
+    """The ``max_samples`` of a store (0: every sample): ``train.max_samples`` for the training views,
+    ``eval.corruption_max_samples`` for the evaluation views under a corruption, else 0."""
+    if train:
+        return cfg.train.max_samples
+    return cfg.eval.corruption_max_samples if corrupted else 0
+
+
+def views_identity(cfg: ProbeConfig, train: bool, max_samples: int = 0) -> dict[str, Any]:
+    """What identifies the training (``train``) or evaluation views of ``cfg`` (a seeded subset of
+    ``max_samples`` samples when > 0)."""
     split = cfg.data.split if train else cfg.eval.split
-    max_samples = cfg.train.max_samples if train else 0
     selection = {"split": split, "max_samples": max_samples, "selection_seed": cfg.experiment.seed if max_samples else 0}
     if cfg.folder.root:
         return {"kind": "folder", **selection, **_folder_fingerprint(Path(cfg.folder.root) / split, cfg.task),
@@ -85,7 +102,7 @@ def eval_corruptions(cfg: ProbeConfig) -> list[Corruption]:
 
 def store_identity(cfg: ProbeConfig, weights: str, train: bool, corruption: Corruption | None = None) -> dict[str, Any]:
     """The identity of the store of ``cfg``'s training or evaluation views (under ``corruption``)."""
-    views = views_identity(cfg, train)
+    views = views_identity(cfg, train, sample_limit(cfg, train, corruption is not None))
     if corruption is not None:
         views["corruption"] = corruption.identity()
     return {"encoder": encoder_identity(cfg, weights), "views": views}
@@ -118,7 +135,7 @@ def probe_store(cfg: ProbeConfig, weights: str, train: bool, views: Dataset,
     store = ProbeStore.reuse(path, identity, overwrite)
     if store is not None:
         return store
-    items = select_items(len(views), cfg.train.max_samples if train else 0, cfg.experiment.seed)
+    items = select_items(len(views), sample_limit(cfg, train, corruption is not None), cfg.experiment.seed)
     return build_probe_store(encoder(), views, items, identity, path, getattr(views, "targets"),
                              cfg.train.feature_batch, cfg.data.num_workers, progress, overwrite=overwrite,
                              corruption=corruption)

@@ -81,13 +81,15 @@ class StoreViews(Dataset):
         store: the probe store.
         norm: apply the final LayerNorm (the head reads normed tokens).
         cls_token: concatenate the CLS tokens to every position.
+        views: the store's views served, in order (default: all of them).
     """
 
-    def __init__(self, store: ProbeStore, norm: bool, cls_token: bool) -> None:
+    def __init__(self, store: ProbeStore, norm: bool, cls_token: bool, views: Sequence[int] | None = None) -> None:
         self.store, self.norm, self.cls_token = store, norm, cls_token
+        self.views = range(len(store)) if views is None else views
 
     def __len__(self) -> int:
-        return len(self.store)
+        return len(self.views)
 
     def __getitem__(self, view: int) -> tuple[Tensor, Tensor, Tensor, Tensor, int]:
         """``features (C', h, w)``, ``pixel``, ``label``, ``depth`` (n,) and the tag bitmask."""
@@ -95,8 +97,9 @@ class StoreViews(Dataset):
 
     def __getitems__(self, views: list[int]) -> list[tuple[Tensor, Tensor, Tensor, Tensor, int]]:
         """The items of ``views`` read together (what a DataLoader asks for a batch)."""
-        features = self.store.head_input(views, self.norm, self.cls_token)
-        return [(x, *targets) for x, targets in zip(features, self.store.sparse(views))]
+        rows = [self.views[v] for v in views]
+        features = self.store.head_input(rows, self.norm, self.cls_token)
+        return [(x, *targets) for x, targets in zip(features, self.store.sparse(rows))]
 
     def collate(self, items: list[tuple[Tensor, Tensor, Tensor, Tensor, int]]) -> SparseBatch:
         """``collate_fn``: the items as one :class:`SparseBatch`."""

@@ -11,7 +11,7 @@ import statistics
 from pathlib import Path
 from typing import Any
 
-from collab_distill.probe.data import ALL
+from collab_distill.probe.results import CLEAN
 from collab_distill.report.tables import MISSING, SECTION_BY_KEY, Metric, ReportError, markdown_table
 
 SEEDS_SCHEMA = "collab_distill.seeds/1"
@@ -40,7 +40,7 @@ def aggregate(reports: list[dict[str, Any]], labels: list[str]) -> dict[str, Any
         per_seed = [r.get("corruptions", {}).get(key, {"names": [], "values": {}}) for r in reports]
         names = [n for n in rows["names"] if all(n in seed["names"] for seed in per_seed)]
         values = {method: {name: _cell([seed["values"].get(method, {}).get(name, {}) for seed in per_seed], key)
-                           for name in names} for method in rows["values"]}
+                           for name in (CLEAN, *names)} for method in rows["values"]}
         corruptions[key] = {"names": names, "severity": rows["severity"], "values": values}
     return {"schema": SEEDS_SCHEMA, "seeds": labels, "methods": first["methods"], "conditions": conditions,
             "sections": sections, "corruptions": corruptions}
@@ -82,18 +82,16 @@ def markdown(summary: dict[str, Any]) -> str:
 
 
 def _corruption_tables(summary: dict[str, Any], key: str) -> list[str]:
-    """Per metric of section ``key``: methods x (``clean`` = the ``all`` column, each corruption), mean ± std."""
+    """Per metric of section ``key``: methods x (``clean``, each corruption), mean ± std."""
     rows = summary.get("corruptions", {}).get(key)
-    if not rows or not rows["names"] or ALL not in summary["conditions"]:
+    if not rows or not rows["names"]:
         return []
-    clean = summary["sections"][key]["values"]
     out = [f"### Unseen corruptions (evaluation only, severity {rows['severity']}, all views)", ""]
     for metric in SECTION_BY_KEY[key].metrics:
         out += [metric.caption, ""]
-        out += markdown_table(["method", "clean", *rows["names"]],
-                              [[m, _format(clean[m][ALL][metric.key], metric),
-                                *(_format(v[n][metric.key], metric) for n in rows["names"])]
-                               for m, v in rows["values"].items() if m in clean])
+        out += markdown_table(["method", CLEAN, *rows["names"]],
+                              [[m, *(_format(v[n][metric.key], metric) for n in (CLEAN, *rows["names"]))]
+                               for m, v in rows["values"].items()])
         out.append("")
     return out
 

@@ -4,7 +4,7 @@ The report JSON holds the raw values (fractions, metres, cosines) that the table
 scaling by the metric's ``scale`` and rounding to its ``digits``; ``null`` prints as ``-``. Its
 ``conditions`` are the result groups with an image in some run (the condition tags first, then a folder
 set's other tags sorted, then ``all``); ``corruptions`` holds, per task, the unseen-corruption rows
-(``{"names", "severity", "values": {method: {corruption: metrics over all views}}}``).
+(``{"names", "severity", "values": {method: {"clean" or corruption: metrics over all views}}}``).
 """
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from typing import Any
 from collab_distill.errors import UserError
 from collab_distill.probe.data import ALL
 from collab_distill.probe.lidar import RANDOM_INIT_NAME
-from collab_distill.probe.results import load_result
+from collab_distill.probe.results import CLEAN, load_result
 from collab_distill.probe.train import evaluation_groups
 
 REPORT_SCHEMA = "collab_distill.report/1"
@@ -130,7 +130,8 @@ def collect(paths: list[str], order: list[str] | None = None) -> dict[str, Any]:
 
 def corruption_rows(results: list[dict[str, Any]], methods: list[str]) -> dict[str, dict[str, Any]]:
     """Per task with unseen-corruption rows: ``names`` (in the order the runs list them), ``severity``
-    and ``values`` ``{method: {corruption: metrics over all views}}``.
+    and ``values`` ``{method: {corruption: metrics over all views}}``, with ``clean``: the same views
+    uncorrupted.
 
     Raises:
         ReportError: two runs of one task at different corruption severities.
@@ -144,7 +145,7 @@ def corruption_rows(results: list[dict[str, Any]], methods: list[str]) -> dict[s
         if severity != task["severity"]:
             raise ReportError(f"{r['path']}: corruption severity {severity}, {first[r['task']]} has "
                               f"{task['severity']}; probe every run at one severity")
-        task["names"] += [n for n in r["corruptions"] if n not in task["names"]]
+        task["names"] += [n for n in r["corruptions"] if n not in (CLEAN, *task["names"])]
         task["values"][r["name"]] = {n: groups.get(ALL, {}) for n, groups in r["corruptions"].items()}
     return out
 
@@ -171,19 +172,18 @@ def headline_table(report: dict[str, Any], key: str) -> list[str]:
 
 def corruption_tables(report: dict[str, Any], key: str) -> list[str]:
     """Markdown lines of the unseen-corruption rows of task ``key`` (none without them): per metric a
-    table methods x (``clean``, the ``all`` column of the section, then each corruption)."""
+    table methods x (``clean``, then each corruption)."""
     rows = report.get("corruptions", {}).get(key)
     if not rows:
         return []
-    clean = report["sections"].get(key, {}).get("values", {})
     out = [f"### {key}: unseen corruptions (evaluation only, severity {rows['severity']}, all views)", "",
            "The same head on the evaluation views corrupted by each evaluation-only corruption "
-           "(collab_distill/data/corruptions.py: none is used in training); `clean`: the uncorrupted views."]
+           "(collab_distill/data/corruptions.py: none is used in training); `clean`: the same views uncorrupted."]
     for metric in SECTION_BY_KEY[key].metrics:
         out += ["", metric.caption, ""]
-        out += markdown_table(["method", "clean", *rows["names"]],
-                              [[m, _cell(clean.get(m, {}), ALL, metric),
-                                *(_cell(v, n, metric) for n in rows["names"])] for m, v in rows["values"].items()])
+        out += markdown_table(["method", CLEAN, *rows["names"]],
+                              [[m, *(_cell(v, n, metric) for n in (CLEAN, *rows["names"]))]
+                               for m, v in rows["values"].items()])
     return out
 
 
