@@ -19,8 +19,8 @@ Top-level keys (``schema`` = :data:`RESULT_SCHEMA`)::
                   number), and "clean": on the same views uncorrupted; absent when there is none
     train_results {"all": metrics} on the training views (did the head fit?)
     fidelity      {group: {"images", "patch_cosine", "cls_cosine"}} (when computed)
-    log           {"loss_first", "loss_last", "seconds_features", "seconds_corrupt_features", "seconds_train",
-                   "seconds_total"}
+    log           {"loss_first", "loss_last", "seconds_features", "seconds_train", "seconds_total",
+                   "seconds_corruptions" (the corrupted stores found or built, and their evaluations)}
     showcase      file name of the showcase tensors (or absent)
     config        the resolved ProbeConfig
     git_sha, time_utc, command

@@ -112,7 +112,7 @@ def run_probe(cfg: ProbeConfig, progress: bool = True, command: list[str] | None
                       for c in eval_corruptions(cfg)}
     if not state.is_main_process:
         return {}
-    t_corrupt_features = time.perf_counter() - t_start - t_features
+    t_corruptions = time.perf_counter() - t_start - t_features  # + their evaluation below
     target = "label" if cfg.task == "seg" else "depth"
     for store, split in ((train_store, "training"), (eval_store, "evaluation")):
         if target not in store.targets:
@@ -129,11 +129,13 @@ def run_probe(cfg: ProbeConfig, progress: bool = True, command: list[str] | None
     results = evaluate(task, head, eval_set, num_workers=workers, progress=progress)
     train_results = {"all": evaluate(task, head, train_set, num_workers=workers, progress=False)["all"]}
     corrupted = {}
+    t_corrupt_eval = time.perf_counter()
     if corrupt_stores:
         reference = StoreViews(eval_store, cfg.head.norm, cfg.head.cls_token, corruption_views(cfg, eval_views))
         for corruption, store in ((CLEAN, None), *corrupt_stores.items()):
             views = reference if store is None else StoreViews(store, cfg.head.norm, cfg.head.cls_token)
             corrupted[corruption] = evaluate(task, head, views, num_workers=workers, progress=False)
+    t_corruptions += time.perf_counter() - t_corrupt_eval
 
     result: dict[str, Any] = {
         "name": name, "task": cfg.task, "protocol": protocol_name(cfg),
@@ -153,7 +155,7 @@ def run_probe(cfg: ProbeConfig, progress: bool = True, command: list[str] | None
         if cfg.eval.showcase > 0:
             showcase = build_showcase(cfg, task, head, eval_set, with_reference, normed, classes)
             result["showcase"] = showcase.save(out_dir / f"{cfg.task}_showcase.safetensors").name
-    result["log"] = {**train_log, "seconds_features": t_features, "seconds_corrupt_features": t_corrupt_features,
+    result["log"] = {**train_log, "seconds_features": t_features, "seconds_corruptions": t_corruptions,
                      "seconds_total": time.perf_counter() - t_start}
     result.update(config=config_to_dict(cfg), git_sha=git_revision(),
                   time_utc=_dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"), command=command or [])
