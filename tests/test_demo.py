@@ -30,7 +30,8 @@ def test_presets_keep_the_demo_sizes() -> None:
     assert sizes == {
         "default": {"teacher": ["train.epochs=12"], "stage1": ["train.epochs=8", 'data.cameras=["all"]'],
                     "stage2": ["train.max_steps=90"], "baseline": ["train.max_steps=90"],
-                    "probe": ["train.iterations=300", UNSEEN, "eval.corruption_severity=3"],
+                    "probe": ["train.iterations=300", UNSEEN, "eval.corruption_severity=3",
+                              "eval.corruption_max_samples=36"],
                     "lidar_probe": ["train.epochs=20"]},
         "quick": {"teacher": ["train.epochs=4"], "stage1": ["train.epochs=2", "train.batch_size=2"],
                   "stage2": ["train.max_steps=3"], "baseline": ["train.max_steps=3"],
