@@ -130,11 +130,14 @@ def run_probe(cfg: ProbeConfig, progress: bool = True, command: list[str] | None
     train_results = {"all": evaluate(task, head, train_set, num_workers=workers, progress=False)["all"]}
     corrupted = {}
     t_corrupt_eval = time.perf_counter()
-    if corrupt_stores:
-        reference = StoreViews(eval_store, cfg.head.norm, cfg.head.cls_token, corruption_views(cfg, eval_views))
-        for corruption, store in ((CLEAN, None), *corrupt_stores.items()):
-            views = reference if store is None else StoreViews(store, cfg.head.norm, cfg.head.cls_token)
-            corrupted[corruption] = evaluate(task, head, views, num_workers=workers, progress=False)
+    if corrupt_stores:  # the clean reference: the corrupted stores' views uncorrupted (all of them: the results)
+        subset = corruption_views(cfg, eval_views)
+        corrupted[CLEAN] = results if len(subset) == len(eval_store) else evaluate(
+            task, head, StoreViews(eval_store, cfg.head.norm, cfg.head.cls_token, subset), num_workers=workers,
+            progress=False)
+        for corruption, store in corrupt_stores.items():
+            corrupted[corruption] = evaluate(task, head, StoreViews(store, cfg.head.norm, cfg.head.cls_token),
+                                             num_workers=workers, progress=False)
     t_corruptions += time.perf_counter() - t_corrupt_eval
 
     result: dict[str, Any] = {
