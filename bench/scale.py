@@ -1,11 +1,12 @@
 #!/usr/bin/env python
-"""Benchmark: memory per process of the data path at nuScenes v1.0-trainval's scale, with the info store
-and the teacher-feature store (issue 15) against today's path before them, measured the same way.
+"""Benchmark: memory per process at nuScenes v1.0-trainval's scale of the data path with the info store and
+the teacher-feature store (``--part stage1``, issue 15) and of the probes with their stores (``--part
+probes``, issue 16), against today's paths before them, measured the same way.
 
-Targets (issue 15): peak memory per process flat in N (within 10 % from 1k to 28k train samples), at
-most 3 GB per rank at 28k.
+Targets (issues 15 and 16): peak memory per process flat in N (within 10 % from 1k to 28k train samples),
+at most 3 GB per rank (stage 1) and per process (probes) at 28k.
 
-One command, about 4 minutes on 2 cores (``--quick``: N = 1k and 7k, about 2.5 minutes). It generates a
+One command: the stage-1 part about 4 minutes on 2 cores, the probe part about 8.5 (``--quick``: N = 1k and 7k). It generates a
 small synthetic world once in a temporary folder (``configs/synthetic/tiny.yaml`` with nuScenes' 9
 LiDAR sweeps between keyframes and 4 keyframes per scene) and prepares it; the pool is one train
 record with a full chain of 9 previous sweeps (its 6 images, LiDAR and sweep files are real), so each
@@ -35,6 +36,15 @@ every second, the peak RSS from ``VmHWM``):
    that dict: its size after a full epoch (every rank sees N x 6 / 2 images) is **extrapolated** from
    the bytes per map, for the tiny teacher and for ViT-S/14 at 224x448.
 
+The probe part (``bench/_scale_probes.py``) runs, per N, the 2D probes' training-view store build (the
+library's ``probe_store`` over all N x 6 views of the tiny ViT, the first ``--slice`` views computed, the
+rest completed as holes and empty target rows), the seg and depth heads (``--head-iterations`` each,
+streamed from that store with 2 workers), the 3D probe's training-point store build (``build_point_store``
+over N scans, ``--slice / 6`` computed) and its head (one epoch streamed from the store); and today's
+paths, re-created as they were, on the slice: the 2D in-RAM feature bank with dense targets and the 3D
+in-RAM features of every point, whose bytes per view / point are **extrapolated** to N (and to ViT-S/14
+at 224x448, and to nuScenes' ~34k points per scan with the 96-channel encoder).
+
 Printed per N: each process of each phase (``main``, ``launcher``, ``rank r``, ``... worker i``) with
 its peak PSS, USS, anonymous PSS and peak RSS, today's path beside the store's; then, across N, the
 largest process of each kind (the two ranks read different batches, so rank 0 and rank 1 trade
@@ -43,10 +53,11 @@ in a process's PSS and USS too: libraries (according to how many *other* process
 them) and, if a store were memory-mapped, the store pages it has touched (page cache: clean, shared,
 reclaimable; the stores now read rows with ``os.pread``, which maps none), so the
 anonymous PSS is the measure of what a process itself holds (docs/benchmarks.md). The CPU model, load average and ``OMP_NUM_THREADS`` go with the numbers into
-``bench/results/scale.json``.
+``bench/results/scale.json`` (``scale_stage1.json``, ``scale_probes.json`` with ``--part``).
 
-  OMP_NUM_THREADS=1 python bench/scale.py            # N = 1k, 7k, 28k
-  OMP_NUM_THREADS=1 python bench/scale.py --quick    # N = 1k, 7k
+  OMP_NUM_THREADS=1 python bench/scale.py                  # N = 1k, 7k, 28k; both parts
+  OMP_NUM_THREADS=1 python bench/scale.py --part probes     # the probes only (bench/results/scale_probes.json)
+  OMP_NUM_THREADS=1 python bench/scale.py --quick          # N = 1k, 7k
 """
 from __future__ import annotations
 
@@ -55,6 +66,7 @@ import json
 import os
 import platform
 import socket
+import statistics
 import subprocess
 import sys
 import tempfile
@@ -66,6 +78,7 @@ REPO = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(REPO / "bench"))
 from _memory import sample_until_exit  # noqa: E402  (bench/ helpers)
 from _scale_data import tile_infos  # noqa: E402
+from _scale_probes import CHILDREN as PROBE_CHILDREN  # noqa: E402
 from stall import cpu_model, write_atomic  # noqa: E402
 
 SIZES = (1_000, 7_000, 28_130)          # 28,130: v1.0-trainval's train keyframes
@@ -74,14 +87,26 @@ CAMERAS = 6
 PROCESSES, WORKERS = 2, 2
 FLAT, RANK_LIMIT = 1.10, 3e9            # the targets: within 10 % from the smallest N to the largest; 3 GB per rank
 VITS_MAP_BYTES = 384 * 16 * 32 * 2      # ViT-S/14 at 224x448: 512 patches x 384 x float16
+VITS_VIEW_BYTES = VITS_MAP_BYTES + 224 * 448 * (1 + 4)   # today's 2D bank per view: the map, dense uint8 labels, float32 depth
+NUSCENES_POINTS = 34_000                # LiDAR points of a nuScenes keyframe (the 3D probe's labelled scan)
 POOL_SWEEPS = 9                         # nuScenes' previous sweeps per keyframe (MAX_SWEEPS)
 POOL_RECORDS = 1                        # one keyframe's files: every N does the same work per step
 NEW, TODAY = "store", "today"
-PHASES = {  # name: (path, child command, root role)
-    "info: store": (NEW, "info-store", "main"), "info: JSON": (TODAY, "info-json", "main"),
-    "store build (slice)": (NEW, "build", "main"),
-    "stage 1: store": (NEW, "stage1-store", "launcher"), "stage 1: today": (TODAY, "stage1-today", "launcher"),
+PARTS = {  # part: {phase name: (path, child command, root role)}
+    "stage1": {"info: store": (NEW, "info-store", "main"), "info: JSON": (TODAY, "info-json", "main"),
+               "store build (slice)": (NEW, "build", "main"),
+               "stage 1: store": (NEW, "stage1-store", "launcher"),
+               "stage 1: today": (TODAY, "stage1-today", "launcher")},
+    "probes": {"2D probe store build (slice)": (NEW, "probe-build", "main"),
+               "2D probe heads: store": (NEW, "probe-heads", "main"),
+               "2D probe: today (slice)": (TODAY, "probe-today", "main"),
+               "3D probe store build (slice)": (NEW, "lidar-build", "main"),
+               "3D probe head: store": (NEW, "lidar-head", "main"),
+               "3D probe: today (slice)": (TODAY, "lidar-today", "main")},
 }
+PHASES = {name: phase for part in PARTS.values() for name, phase in part.items()}
+# phases that leave nothing behind that changes the next run (no store build), so --repeats can rerun them
+REPEATABLE = {"info-store", "info-json", "probe-heads", "probe-today", "lidar-head", "lidar-today"}
 STAGE1 = ["data.conditions=[all]", "data.cameras=[all]", f"data.num_workers={WORKERS}", "train.batch_size=4",
           "train.log_every=1"]
 MIB = 2**20
@@ -273,7 +298,7 @@ def run_phase(phase: str, args: argparse.Namespace, info_dir: Path, work: Path) 
     """Run one phase's child (or accelerate launch of it) with its tree monitored; peaks and results."""
     _, child, root = PHASES[phase]
     cmd = [__file__, "--child", child, "--info-dir", str(info_dir), "--work", str(work), "--steps", str(args.steps),
-           "--slice", str(args.slice)]
+           "--slice", str(args.slice), "--head-iterations", str(args.head_iterations)]
     if root == "launcher":
         cmd = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes",
                str(PROCESSES), "--num_machines", "1", "--main_process_port", str(free_port()), "--mixed_precision",
@@ -288,6 +313,25 @@ def run_phase(phase: str, args: argparse.Namespace, info_dir: Path, work: Path) 
             stderr.seek(0)
             raise RuntimeError(f"{phase}: exit {proc.returncode}\n{stderr.read()[-4000:]}")
     return {**measured, "reports": [json.loads(f.read_text()) for f in sorted(work.glob(f"{child}.*.json"))]}
+
+
+def measure_phase(phase: str, args: argparse.Namespace, info_dir: Path, work: Path) -> dict[str, Any]:
+    """:func:`run_phase`, ``--repeats`` times for a :data:`REPEATABLE` phase: each process's peaks are then the
+    median over the runs (a process's peak moves by some ten MiB from run to run: allocator and worker
+    timing), the seconds and reports those of the first run."""
+    runs = [run_phase(phase, args, info_dir, work)
+            for _ in range(args.repeats if PHASES[phase][1] in REPEATABLE else 1)]
+    if len(runs) == 1:
+        return runs[0]
+    roles = [role for role in runs[0]["processes"] if all(role in r["processes"] for r in runs)]
+    def med(role: str, metric: str) -> float | None:
+        values = [r["processes"][role].get(metric) for r in runs]
+        numbers = [v for v in values if isinstance(v, (int, float))]
+        return statistics.median(numbers) if numbers else None
+
+    median = {role: {metric: med(role, metric) for metric in runs[0]["processes"][role]} for role in roles}
+    return {**runs[0], "processes": median, "repeats": len(runs),
+            "total_pss_peak": statistics.median(r["total_pss_peak"] for r in runs)}
 
 
 def store_disk(work: Path) -> dict[str, float]:
@@ -325,7 +369,7 @@ def flatness(results: dict[str, Any], sizes: list[int]) -> dict[str, Any]:
     helpers such as ``git`` left out): peak PSS, USS and anonymous PSS per N, and each one's ratio of
     the largest N to the smallest."""
     rows: dict[str, Any] = {}
-    for phase in PHASES:
+    for phase in results[str(sizes[0])]["phases"]:
         kinds = {kind(role) for role in results[str(sizes[0])]["phases"][phase]["processes"] if "helper" not in role}
         for name in sorted(kinds, key=len):
             entry: dict[str, Any] = {"path": PHASES[phase][0]}
@@ -348,15 +392,76 @@ def verdict(flat: dict[str, Any], results: dict[str, Any], sizes: list[int]) -> 
         worst = max(new, key=lambda k: new[k][f"{metric}_ratio"])
         ratio = new[worst][f"{metric}_ratio"]
         out[f"flat_{metric}"] = {"worst": worst, "ratio": ratio, "limit": FLAT, "met": ratio <= FLAT}
-    rank_pss = max(p["pss"] for role, p in results[str(sizes[-1])]["phases"]["stage 1: store"]["processes"].items()
-                   if role.startswith("rank") and " " not in role[len("rank "):])
-    out["rank"] = {"n": sizes[-1], "max_rank_pss_bytes": rank_pss, "limit_bytes": RANK_LIMIT,
-                   "met": rank_pss <= RANK_LIMIT}
+    largest = results[str(sizes[-1])]["phases"]
+    if "stage 1: store" in largest:
+        rank_pss = max(p["pss"] for role, p in largest["stage 1: store"]["processes"].items()
+                       if role.startswith("rank") and " " not in role[len("rank "):])
+        out["rank"] = {"n": sizes[-1], "max_rank_pss_bytes": rank_pss, "limit_bytes": RANK_LIMIT,
+                       "met": rank_pss <= RANK_LIMIT}
+    probes = [(f"{phase} | {role}", p["pss"]) for phase, (path, _, _) in PARTS["probes"].items() if path == NEW
+              and phase in largest for role, p in largest[phase]["processes"].items() if "helper" not in role]
+    if probes:
+        worst = max(probes, key=lambda item: item[1])
+        out["probe_process"] = {"n": sizes[-1], "worst": worst[0], "max_pss_bytes": worst[1], "limit_bytes": RANK_LIMIT,
+                                "met": worst[1] <= RANK_LIMIT}
     return out
 
 
 def mib(value: float | None) -> str:
     return "—" if value is None else f"{value / MIB:,.0f}"
+
+
+def _process_rows(r: dict[str, Any]) -> list[str]:
+    """Every process of every phase of one N."""
+    out = ["| phase | path | process | peak PSS | peak USS | peak anon PSS | peak RSS | s |",
+           "|---|---|---|---:|---:|---:|---:|---:|"]
+    for phase, ph in r["phases"].items():
+        path = PHASES[phase][0]
+        for role, p in ph["processes"].items():
+            out.append(f"| {phase} | {path} | {role} | {mib(p['pss'])} | {mib(p['uss'])} | "
+                       f"{mib(p.get('pss_anon'))} | {mib(p['rss_peak'])} | {ph['seconds']:.0f} |")
+        out.append(f"| {phase} | {path} | **all (sum of PSS)** | **{mib(ph['total_pss_peak'])}** | | | | |")
+    return out
+
+
+def _today_lines(r: dict[str, Any], steps: int) -> list[str]:
+    """What the removed paths would hold at this N (extrapolated from what they held on the slice)."""
+    out = []
+    if "today_cache" in r:
+        c = r["today_cache"]
+        out += ["", f"Today's per-rank teacher cache: {c['measured_maps_per_rank']} maps "
+                    f"({c['measured_cache_mib_per_rank']:.1f} MiB) after {steps} steps; **extrapolated** "
+                    f"to a full epoch ({c['epoch_images_per_rank']:,.0f} images per rank): "
+                    f"{c['epoch_cache_gib_tiny']:.2f} GiB with the tiny teacher ({c['map_bytes'] / 1024:.0f} KiB per "
+                    f"map), {c['epoch_cache_gib_vits']:.1f} GiB with ViT-S/14 at 224x448; every image (after a few "
+                    f"epochs): {c['all_images_cache_gib_vits']:.1f} GiB per rank with ViT-S/14."]
+    if "probes_today" in r:
+        p = r["probes_today"]
+        out += ["", f"Today's 2D feature bank (measured on {p['bank_views']} views, {p['bytes_per_view'] / 1024:.0f} KiB "
+                    f"per view): **extrapolated** to the {p['views']:,} train views: {p['bank_gib_tiny']:.1f} GiB with "
+                    f"the tiny ViT, {p['bank_gib_vits']:.0f} GiB with ViT-S/14 at 224x448 (x2 while torch.cat builds "
+                    f"it). Today's 3D probe (measured on {p['lidar_scans']} scans, {p['bytes_per_point']:.0f} B per "
+                    f"point): {p['lidar_gib_pool']:.1f} GiB for N scans of this pool's {p['points_per_scan']:,.0f} "
+                    f"points, {p['lidar_gib_nuscenes']:.0f} GiB at nuScenes' ~{NUSCENES_POINTS:,} points per "
+                    f"scan with the 96-channel encoder (x2 in torch.cat)."]
+    return out
+
+
+def _verdict_lines(v: dict[str, Any], sizes: list[int]) -> list[str]:
+    out = [""]
+    for metric, name in zip(METRICS, ("PSS", "USS", "anonymous PSS", "RSS (VmHWM)")):
+        f = v[f"flat_{metric}"]
+        out.append(f"**Flat in N, {name}** (every process of the store path within {FLAT:.2f}x from N = {sizes[0]:,} "
+                   f"to {sizes[-1]:,}): largest ratio {f['ratio']:.3f} ({f['worst']}): "
+                   f"**{'met' if f['met'] else 'NOT met'}**.")
+    if "rank" in v:
+        out.append(f"**Per rank at N = {v['rank']['n']:,}** (at most 3 GB): largest stage-1 rank PSS "
+                   f"{v['rank']['max_rank_pss_bytes'] / 1e9:.2f} GB: **{'met' if v['rank']['met'] else 'NOT met'}**.")
+    if "probe_process" in v:
+        p = v["probe_process"]
+        out.append(f"**Per probe process at N = {p['n']:,}** (at most 3 GB): largest PSS {p['max_pss_bytes'] / 1e9:.2f} "
+                   f"GB ({p['worst']}): **{'met' if p['met'] else 'NOT met'}**.")
+    return out
 
 
 def markdown(report_: dict[str, Any]) -> str:
@@ -365,29 +470,18 @@ def markdown(report_: dict[str, Any]) -> str:
     out.append(f"CPU {report_['cpu']}, {report_['cpus']} CPUs, OMP_NUM_THREADS={report_['omp_num_threads']}, "
                f"1-minute load average {report_['load_before']:.2f} before, {report_['load_after']:.2f} after; "
                f"stage 1: {PROCESSES} processes x {WORKERS} workers, {report_['steps']} steps of total batch 4, "
-               f"six cameras; store build: {report_['slice']} images computed. MiB throughout.")
+               f"six cameras; store builds: {report_['slice']} images computed; probe heads: "
+               f"{report_['head_iterations']} iterations each, {WORKERS} workers; the phases that build nothing: "
+               f"median of {report_['repeats']} runs per process. MiB throughout.")
     for n in sizes:
         r = report_["results"][str(n)]
         f = r["files"]
         out += ["", f"### N = {n:,} samples ({n * CAMERAS:,} images)", "",
-                f"Info JSON {f['json_mib']:.0f} MiB, info store {f['info_store_mib']:.0f} MiB; feature store "
-                f"{f['feature_store_apparent_mib']:,.0f} MiB apparent, {f['feature_store_on_disk_mib']:.1f} MiB "
-                f"on disk (a ViT-S/14 store at 224x448: {f['vits_store_gib']:.1f} GiB)", "",
-                "| phase | path | process | peak PSS | peak USS | peak anon PSS | peak RSS | s |",
-                "|---|---|---|---:|---:|---:|---:|---:|"]
-        for phase, (path, _, _) in PHASES.items():
-            ph = r["phases"][phase]
-            for role, p in ph["processes"].items():
-                out.append(f"| {phase} | {path} | {role} | {mib(p['pss'])} | {mib(p['uss'])} | "
-                           f"{mib(p.get('pss_anon'))} | {mib(p['rss_peak'])} | {ph['seconds']:.0f} |")
-            out.append(f"| {phase} | {path} | **all (sum of PSS)** | **{mib(ph['total_pss_peak'])}** | | | | |")
-        c = r["today_cache"]
-        out += ["", f"Today's per-rank teacher cache: {c['measured_maps_per_rank']} maps "
-                    f"({c['measured_cache_mib_per_rank']:.1f} MiB) after {report_['steps']} steps; **extrapolated** "
-                    f"to a full epoch ({c['epoch_images_per_rank']:,.0f} images per rank): "
-                    f"{c['epoch_cache_gib_tiny']:.2f} GiB with the tiny teacher ({c['map_bytes'] / 1024:.0f} KiB per "
-                    f"map), {c['epoch_cache_gib_vits']:.1f} GiB with ViT-S/14 at 224x448; every image (after a few "
-                    f"epochs): {c['all_images_cache_gib_vits']:.1f} GiB per rank with ViT-S/14."]
+                f"Info JSON {f['json_mib']:.0f} MiB, info store {f['info_store_mib']:.0f} MiB"
+                + (f"; teacher-feature store {f['feature_store_apparent_mib']:,.0f} MiB apparent, "
+                   f"{f['feature_store_on_disk_mib']:.1f} MiB on disk (a ViT-S/14 store at 224x448: "
+                   f"{f['vits_store_gib']:.1f} GiB)" if "vits_store_gib" in f else ""), ""]
+        out += _process_rows(r) + _today_lines(r, report_["steps"])
     out += ["", "### Peak PSS / USS / anonymous PSS / RSS across N (the largest process of each kind)", "",
             "| phase | process | " + " | ".join(f"N = {n:,}" for n in sizes) + " | largest / smallest |",
             "|---|---|" + "---:|" * (len(sizes) + 1)]
@@ -395,16 +489,20 @@ def markdown(report_: dict[str, Any]) -> str:
         cells = " | ".join(" / ".join(mib(row[m][k]) for m in METRICS) for k in range(len(sizes)))
         ratio = " / ".join(f"{row[f'{m}_ratio']:.2f}" if f"{m}_ratio" in row else "—" for m in METRICS)
         out.append(f"| {key} | {cells} | {ratio} |")
-    v = report_["verdict"]
-    out.append("")
-    for metric, name in zip(METRICS, ("PSS", "USS", "anonymous PSS", "RSS (VmHWM)")):
-        f = v[f"flat_{metric}"]
-        out.append(f"**Flat in N, {name}** (every process of the store path within {FLAT:.2f}x from N = {sizes[0]:,} "
-                   f"to {sizes[-1]:,}): largest ratio {f['ratio']:.3f} ({f['worst']}): "
-                   f"**{'met' if f['met'] else 'NOT met'}**.")
-    out.append(f"**Per rank at N = {v['rank']['n']:,}** (at most 3 GB): largest stage-1 rank PSS "
-               f"{v['rank']['max_rank_pss_bytes'] / 1e9:.2f} GB: **{'met' if v['rank']['met'] else 'NOT met'}**.")
-    return "\n".join(out) + "\n"
+    return "\n".join(out + _verdict_lines(report_["verdict"], sizes)) + "\n"
+
+
+def probes_today(phases: dict[str, Any], n: int) -> dict[str, float]:
+    """What the removed 2D bank and 3D in-RAM features would hold for N samples, from the slice."""
+    bank = phases["2D probe: today (slice)"]["reports"][0]
+    lidar = phases["3D probe: today (slice)"]["reports"][0]
+    views = n * CAMERAS
+    return {"views": views, "bank_views": bank["views"], "bytes_per_view": bank["bytes_per_view"],
+            "bank_gib_tiny": views * bank["bytes_per_view"] / 2**30, "bank_gib_vits": views * VITS_VIEW_BYTES / 2**30,
+            "lidar_scans": lidar["scans"], "bytes_per_point": lidar["bytes_per_point"],
+            "points_per_scan": lidar["points"] / lidar["scans"],
+            "lidar_gib_pool": n * lidar["points"] / lidar["scans"] * lidar["bytes_per_point"] / 2**30,
+            "lidar_gib_nuscenes": n * NUSCENES_POINTS * (96 * 4 + 8) / 2**30}
 
 
 def main() -> None:
@@ -412,8 +510,13 @@ def main() -> None:
     parser.add_argument("--quick", action="store_true", help=f"N = {', '.join(map(str, QUICK_SIZES))} only")
     parser.add_argument("--sizes", type=int, nargs="+", help=f"sample counts (default {SIZES})")
     parser.add_argument("--steps", type=int, default=3, help="stage-1 optimiser steps per run")
-    parser.add_argument("--slice", type=int, default=192, help="images the store build computes")
-    parser.add_argument("--out", type=Path, default=REPO / "bench" / "results" / "scale.json")
+    parser.add_argument("--slice", type=int, default=192, help="images the store builds compute (3D: scans x 6)")
+    parser.add_argument("--head-iterations", type=int, default=40, help="iterations of each 2D probe head")
+    parser.add_argument("--repeats", type=int, default=3,
+                        help="runs of each phase that builds nothing (median peaks per process)")
+    parser.add_argument("--part", choices=[*PARTS, "all"], default="all",
+                        help="stage 1 and the data path (issue 15), the probes (issue 16), or both")
+    parser.add_argument("--out", type=Path, help="results JSON (default bench/results/scale[_<part>].json)")
     parser.add_argument("--child", choices=[c for _, c, _ in PHASES.values()], help=argparse.SUPPRESS)
     parser.add_argument("--info-dir", type=Path, help=argparse.SUPPRESS)
     parser.add_argument("--work", type=Path, help=argparse.SUPPRESS)
@@ -421,9 +524,13 @@ def main() -> None:
     if args.child:
         children = {"info-store": lambda: child_info(args, False), "info-json": lambda: child_info(args, True),
                     "build": lambda: child_build(args), "stage1-store": lambda: child_stage1(args, False),
-                    "stage1-today": lambda: child_stage1(args, True)}
+                    "stage1-today": lambda: child_stage1(args, True),
+                    **{name: lambda child=child: child(args, lambda **values: report(args, **values))
+                       for name, child in PROBE_CHILDREN.items()}}
         children[args.child]()
         return
+    phases_run = PHASES if args.part == "all" else PARTS[args.part]
+    args.out = args.out or REPO / "bench" / "results" / ("scale.json" if args.part == "all" else f"scale_{args.part}.json")
     sizes = sorted(args.sizes or (QUICK_SIZES if args.quick else SIZES))
     load_before, start = os.getloadavg()[0], time.perf_counter()
     results: dict[str, Any] = {}
@@ -434,16 +541,21 @@ def main() -> None:
             folder, work = Path(tmp) / f"n{n}", Path(tmp) / f"work{n}"
             work.mkdir()
             files = write_infos(folder, pool, n)
-            phases = {phase: run_phase(phase, args, folder, work) for phase in PHASES}
-            files.update(store_disk(work), vits_store_gib=n * CAMERAS * VITS_MAP_BYTES / 2**30)
-            results[str(n)] = {"files": files, "phases": phases,
-                               "today_cache": cache_extrapolation(phases["stage 1: today"], n)}
+            phases = {phase: measure_phase(phase, args, folder, work) for phase in phases_run}
+            results[str(n)] = {"files": files, "phases": phases}
+            if "stage 1: today" in phases:
+                files.update(store_disk(work), vits_store_gib=n * CAMERAS * VITS_MAP_BYTES / 2**30)
+                results[str(n)]["today_cache"] = cache_extrapolation(phases["stage 1: today"], n)
+            if "2D probe: today (slice)" in phases:
+                results[str(n)]["probes_today"] = probes_today(phases, n)
             write_atomic(args.out.with_suffix(".partial.json"), json.dumps(results, indent=1))  # should a table fail
     flat = flatness(results, sizes)
     out = {"cpu": cpu_model(), "cpus": len(os.sched_getaffinity(0)), "load_before": load_before,
            "load_after": os.getloadavg()[0], "omp_num_threads": os.environ.get("OMP_NUM_THREADS", "unset"),
            "python": platform.python_version(), "time": time.strftime("%Y-%m-%dT%H:%M:%S"),
            "seconds": time.perf_counter() - start, "sizes": sizes, "steps": args.steps, "slice": args.slice,
+           "head_iterations": args.head_iterations, "part": args.part,
+           "repeats": args.repeats,
            "pool": {"records": len(pool["samples"]), "sweeps_per_record": POOL_SWEEPS, "cameras": CAMERAS},
            "results": results, "flatness": flat, "verdict": verdict(flat, results, sizes)}
     table = markdown(out)
