@@ -37,7 +37,7 @@ import torch
 import torch.nn.functional as F
 from torch import Tensor
 
-from collab_distill.data.degrade import ImageSeed, _draws, _lookup, make_generator
+from collab_distill.data.degrade import ImageSeed, lookup, make_draws, make_generator
 from collab_distill.data.degrade_image import Draws, ImageDegradation, Table
 
 #: The severity the probes use when the config does not say (``eval.corruption_severity``).
@@ -114,10 +114,10 @@ def corrupt_images(images: Tensor, name: str, severity: int, generator: ImageSee
     Raises:
         ValueError: an unknown name, a severity outside 1..5, or images of another shape or dtype.
     """
-    spec = _lookup(EVAL_CORRUPTIONS, "evaluation", name, severity)
+    spec = lookup(EVAL_CORRUPTIONS, "evaluation", name, severity)
     if images.ndim != 4 or images.shape[1] != 3 or not images.is_floating_point():
         raise ValueError(f"images must be float (B, 3, H, W), got {images.dtype} {tuple(images.shape)}")
-    out = spec.apply(images.float(), int(severity), _draws(generator, len(images), images.device))
+    out = spec.apply(images.float(), int(severity), make_draws(generator, len(images), images.device))
     return out.clamp(0, 1).to(images.dtype)
 
 

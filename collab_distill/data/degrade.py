@@ -85,14 +85,19 @@ def _per_image(generator: ImageSeed, batch: int) -> bool:
     return True
 
 
-def _draws(generator: ImageSeed, batch: int, device: torch.device) -> Draws:
+def make_draws(generator: ImageSeed, batch: int, device: torch.device) -> Draws:
     """The :class:`Draws` of ``batch`` images on ``device`` from a seed or one generator per image."""
     if _per_image(generator, batch):
         return Draws([make_generator(g, device) for g in generator], batch, device)
     return Draws([make_generator(generator, device)], batch, device)
 
 
-def _lookup(registry: dict[str, _Spec], kind: str, name: str, severity: int) -> _Spec:
+def lookup(registry: dict[str, _Spec], kind: str, name: str, severity: int) -> _Spec:
+    """The entry ``name`` of a degradation ``registry`` (``kind`` names it in errors), ``severity`` checked.
+
+    Raises:
+        ValueError: an unknown name or a severity outside :data:`SEVERITIES`.
+    """
     if name not in registry:
         raise ValueError(f"unknown {kind} degradation {name!r}; valid: {', '.join(registry)}")
     if isinstance(severity, bool) or not isinstance(severity, numbers.Integral) or severity not in SEVERITIES:
@@ -115,7 +120,7 @@ def degrade_image(images: Tensor, name: str, severity: int, generator: ImageSeed
     Returns:
         Tensor of the shape, dtype and device of ``images``, in ``[0, 1]``.
     """
-    spec = _lookup(IMAGE_DEGRADATIONS, "image", name, severity)
+    spec = lookup(IMAGE_DEGRADATIONS, "image", name, severity)
     single = images.ndim == 3
     batch = images[None] if single else images
     if batch.ndim != 4 or batch.shape[1] != 3 or not batch.is_floating_point():
@@ -128,7 +133,7 @@ def degrade_image(images: Tensor, name: str, severity: int, generator: ImageSeed
             raise ValueError(f"depth must be (B, 1, H, W) = {(batch.shape[0], 1, *batch.shape[2:])}, "
                              f"got {tuple(depth.shape)}")
         extra["depth"] = depth
-    out = spec.apply(batch.float(), int(severity), _draws(generator, len(batch), batch.device), **extra)
+    out = spec.apply(batch.float(), int(severity), make_draws(generator, len(batch), batch.device), **extra)
     out = out.clamp(0, 1).to(images.dtype)
     return out[0] if single else out
 
@@ -156,7 +161,7 @@ def random_degradation(images: Tensor, names: Sequence[str] | None = None,
         raise ValueError("random_degradation needs at least one name and one severity")
     for name in names:                       # fail before drawing anything
         for severity in severities:
-            _lookup(IMAGE_DEGRADATIONS, "image", name, severity)
+            lookup(IMAGE_DEGRADATIONS, "image", name, severity)
     b = images.shape[0]
     per_image = _per_image(generator, b)
     if per_image:
@@ -193,7 +198,7 @@ def degrade_lidar(points: Tensor, name: str, severity: int, generator: Seed = No
         their original order, then spurious ones; ``source`` is each output row's original row, or
         ``-1`` for a spurious point. Re-index pairs and labels with it.
     """
-    spec = _lookup(LIDAR_DEGRADATIONS, "LiDAR", name, severity)
+    spec = lookup(LIDAR_DEGRADATIONS, "LiDAR", name, severity)
     if points.ndim != 2 or points.shape[1] < 4 or not points.is_floating_point():
         raise ValueError(f"points must be float (N, C>=4) [x, y, z, intensity, ...], got {points.dtype} "
                          f"{tuple(points.shape)}")
