@@ -308,22 +308,13 @@ def test_store_training_equals_the_dense_in_ram_path(synthetic_infos, tmp_path, 
     assert log["loss_last"] == pytest.approx(sum(expected[-10:]) / 10, rel=TOLERANCE)
 
 
-def test_two_processes_write_one_shard_each_and_only_the_main_one_trains(synthetic_infos, tmp_path):
+def test_two_processes_write_one_shard_each_and_only_the_main_one_trains(synthetic_infos, tmp_path, two_cpu_processes):
     """``accelerate launch`` with 2 CPU processes (gloo): one shard per process, the views of one process's
     store (up to float16 rounding: other batch compositions), one result, one summary line."""
-    import os
-    import socket
     import subprocess
-    import sys
     from pathlib import Path
 
-    with socket.socket() as sock:  # a free port: other test runs may hold a fixed one
-        sock.bind(("127.0.0.1", 0))
-        port = sock.getsockname()[1]
-    env = {**os.environ, "HF_HOME": str(tmp_path / "hf"), "ACCELERATE_USE_CPU": "true", "OMP_NUM_THREADS": "1"}
-    launcher = [str(Path(sys.executable).parent / "accelerate"), "launch", "--multi_gpu", "--num_processes", "2",
-                "--num_machines", "1", "--main_process_port", str(port), "--mixed_precision", "no",
-                "--dynamo_backend", "no"]
+    launcher, env = two_cpu_processes
     overrides = [f"data.info_dir={synthetic_infos}", "data.image_size=[56,112]", "model.image.name=vit_pico_patch14_cpu",
                  "train.iterations=5", "eval.showcase=0", "eval.fidelity=false"]
     one = run_probe(load_config("configs/probe/seg_linear.yaml", [*overrides, f"experiment.output_dir={tmp_path / 'one'}"],
