@@ -66,6 +66,8 @@ class ProbeEvalConfig:
     corruptions: list[str] = field(default_factory=list)  # evaluation-only corruptions (data/corruptions.py):
     corruption_severity: Severity = DEFAULT_SEVERITY      # the same head on the corrupted eval views, a row each
     corruption_max_samples: NonNegativeInt = 0  # >0: a seeded subset of the eval samples for those rows (and clean)
+    train_views: NonNegativeInt = 2000  # train_results (did the head fit?) on at most this many training views
+                                        # (a seeded subset; 0 = all: a whole pass over the training store)
 
 
 @dataclass

@@ -17,7 +17,7 @@ Top-level keys (``schema`` = :data:`RESULT_SCHEMA`)::
                   unseen corruption of eval.corruptions (recipe: corruptions, corruption_severity,
                   corruption_max_samples, corruption_images; seeded by recipe seed and each view's
                   number), and "clean": on the same views uncorrupted; absent when there is none
-    train_results {"all": metrics} on the training views (did the head fit?)
+    train_results {"all": metrics} on the training views, at most eval.train_views of them (did the head fit?)
     fidelity      {group: {"images", "patch_cosine", "cls_cosine"}} (when computed)
     log           {"loss_first", "loss_last", "seconds_features", "seconds_train", "seconds_total",
                    "seconds_corruptions" (the corrupted stores found or built, and their evaluations)}

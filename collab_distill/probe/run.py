@@ -27,7 +27,7 @@ from collab_distill.probe.metrics import MIOU_CONVENTION
 from collab_distill.probe.results import CLEAN, write_result
 from collab_distill.probe.showcase import Showcase, select_showcase, to_uint8
 from collab_distill.probe.store import FEATURE_DTYPE, ProbeStore, dense_maps
-from collab_distill.probe.stores import corruption_views, eval_corruptions, probe_store
+from collab_distill.probe.stores import corruption_views, eval_corruptions, probe_store, select_items
 from collab_distill.probe.train import DepthTask, ProbeTask, SegTask, StoreViews, evaluate, train_head
 
 log = logging.getLogger(__name__)
@@ -127,7 +127,9 @@ def run_probe(cfg: ProbeConfig, progress: bool = True, command: list[str] | None
     workers = cfg.data.num_workers
     head, train_log = train_head(task, train_set, cfg.train, seed, workers, progress)
     results = evaluate(task, head, eval_set, num_workers=workers, progress=progress)
-    train_results = {"all": evaluate(task, head, train_set, num_workers=workers, progress=False)["all"]}
+    fit_views = StoreViews(train_store, cfg.head.norm, cfg.head.cls_token,
+                           select_items(len(train_store), cfg.eval.train_views, seed))
+    train_results = {"all": evaluate(task, head, fit_views, num_workers=workers, progress=False)["all"]}
     corrupted = {}
     t_corrupt_eval = time.perf_counter()
     if corrupt_stores:  # the clean reference: the corrupted stores' views uncorrupted (all of them: the results)
@@ -193,6 +195,7 @@ def recipe(cfg: ProbeConfig, train_store: ProbeStore, eval_store: ProbeStore,
         "train_images": len(train_store), "eval_images": len(eval_store), "max_samples": t.max_samples,
         "corruptions": list(cfg.eval.corruptions), "corruption_severity": cfg.eval.corruption_severity,
         "corruption_max_samples": cfg.eval.corruption_max_samples,
+        "train_results_images": len(select_items(len(train_store), cfg.eval.train_views, cfg.experiment.seed)),
         "corruption_images": len(next(iter(corrupt_stores.values()))) if corrupt_stores else 0}
     if cfg.task == "seg":
         out.update(loss="cross-entropy at labelled pixels of the bilinearly upsampled logits", miou=MIOU_CONVENTION)
