@@ -254,12 +254,13 @@ def _lidar_probe_config(demo: _Demo, seed: int, label: str, weights: str) -> Lid
 
 
 def _lidar_probe(cfg: LidarProbeConfig) -> None:
-    """Run the 3D probe ``cfg`` and write its result (the report's row ``experiment.name``). Its training-point
-    store is the demo's own derived data: one of another encoder (a stage 1 trained again) is replaced."""
+    """Run the 3D probe ``cfg`` and write its result (the report's row ``experiment.name``). A training-point
+    store of another encoder in its folder (a stage 1 trained again) is refused, not replaced: delete the
+    probe's folder under the seed's ``probes/`` to run it again."""
     from collab_distill.probe.lidar import run_lidar_probe
     from collab_distill.probe.results import write_result
 
-    write_result(run_lidar_probe(cfg, overwrite=True), lidar_result_path(cfg))
+    write_result(run_lidar_probe(cfg), lidar_result_path(cfg))
 
 
 def _report(out: Path) -> None:
